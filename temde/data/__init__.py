@@ -1,0 +1,1 @@
+"""Data: SCAN precomp features + captions, vocabularies, tokenization, synthetic data, Lightning datamodule."""

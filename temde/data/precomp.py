@@ -1,0 +1,198 @@
+"""SCAN "precomp" datasets: ``<root>/<name>/<split>_ims.npy`` (N, R, F) + ``<split>_caps.txt`` (5 per image).
+
+Features are memory-mapped (COCO train is 31 GB). Two layouts exist: one feature row per image (N images,
+5N captions) and one row per caption (N == number of captions, e.g. f30k dev); the row for caption ``i`` is
+``i // im_div`` as in the official loaders. Every problem with the files is reported here, naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from temde.data.vocab import Vocabulary
+
+CAPTIONS_PER_IMAGE = 5  # SCAN / Flickr30K / COCO convention: captions 5k..5k+4 describe image k
+DATA_HELP = "see data/README.md for where to download the SCAN features and how the tree must look"
+
+
+class DataError(ValueError):
+    """Bad or missing dataset files; the message names the file and what was expected."""
+
+
+def _check_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise DataError(f"dataset directory {path} does not exist; {DATA_HELP}")
+
+
+def load_features(path: Path) -> np.ndarray:
+    """Memory-map ``<split>_ims.npy`` and check it is (N, R, F) float."""
+    if not path.is_file():
+        raise DataError(f"feature file {path} not found (expected a float array (N, R, F)); {DATA_HELP}")
+    try:
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path} is not a readable .npy array of region features (N, R, F): {err}") from err
+    if feats.ndim != 3 or not np.issubdtype(feats.dtype, np.floating):
+        raise DataError(f"{path} has shape {feats.shape} and dtype {feats.dtype}; expected float (N, R, F)")
+    return feats
+
+
+def load_captions(path: Path) -> list[bytes]:
+    """Read captions as stripped bytes lines (the official loaders open the file in binary mode)."""
+    if not path.is_file():
+        raise DataError(f"caption file {path} not found (expected one caption per line); {DATA_HELP}")
+    with open(path, "rb") as f:
+        captions = [line.strip() for line in f]
+    while captions and not captions[-1]:
+        captions.pop()  # a trailing newline is not a caption
+    if not captions:
+        raise DataError(f"caption file {path} is empty")
+    return captions
+
+
+class PrecompDataset(Dataset):
+    """One split of a SCAN precomp dataset, indexed by caption."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        split: str,
+        vocab: Vocabulary,
+        max_captions: int | None = None,
+    ) -> None:
+        self.dir = Path(root) / name
+        _check_dir(self.dir)
+        self.split = split
+        self.vocab = vocab
+        self.images_path = self.dir / f"{split}_ims.npy"
+        self.captions_path = self.dir / f"{split}_caps.txt"
+        self.features = load_features(self.images_path)
+        captions = load_captions(self.captions_path)
+        n_rows, n_caps = len(self.features), len(captions)
+        # One row per caption when the counts are equal, else one row per image (official im_div rule).
+        self.im_div = 1 if n_rows == n_caps else CAPTIONS_PER_IMAGE
+        if self.im_div == CAPTIONS_PER_IMAGE and n_caps != CAPTIONS_PER_IMAGE * n_rows:
+            raise DataError(
+                f"{self.captions_path} has {n_caps} captions but {self.images_path} has {n_rows} feature rows; "
+                f"expected {CAPTIONS_PER_IMAGE} captions per row ({CAPTIONS_PER_IMAGE * n_rows}) "
+                "or one row per caption"
+            )
+        if max_captions is not None:
+            captions = captions[:max_captions]  # official dev split: first 5000 captions / 1000 images
+        self.captions = captions
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[2])
+
+    @property
+    def n_images(self) -> int:
+        """Number of distinct images covered by the captions (5 captions each)."""
+        return len(self.captions) // CAPTIONS_PER_IMAGE
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def image_row(self, caption_index: int) -> int:
+        return caption_index // self.im_div
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, int]:
+        image = torch.from_numpy(np.array(self.features[self.image_row(index)], dtype=np.float32))
+        tokens = torch.tensor(self.vocab.encode(self.captions[index]), dtype=torch.long)
+        return image, tokens, index, index // CAPTIONS_PER_IMAGE
+
+    def image_features(self, chunk: int = 1000) -> Tensor:
+        """(n_images, R, F) float32 of the distinct images, read chunk by chunk from the memory map."""
+        if len(self.captions) % CAPTIONS_PER_IMAGE:
+            raise DataError(
+                f"{self.captions_path}: {len(self.captions)} captions is not a multiple of "
+                f"{CAPTIONS_PER_IMAGE}; evaluation needs {CAPTIONS_PER_IMAGE} consecutive captions per image"
+            )
+        rows = np.arange(self.n_images) * CAPTIONS_PER_IMAGE // self.im_div
+        out = torch.empty(len(rows), self.n_regions, self.feature_dim, dtype=torch.float32)
+        for start in range(0, len(rows), chunk):
+            sel = rows[start : start + chunk]
+            out[start : start + len(sel)] = torch.from_numpy(np.asarray(self.features[sel], dtype=np.float32))
+        return out
+
+    def caption_tokens(self) -> tuple[Tensor, Tensor]:
+        """All captions as (M, L_max) zero-padded ids and (M,) lengths, in file order."""
+        encoded = [self.vocab.encode(c) for c in self.captions]
+        return pad_tokens(encoded)
+
+
+def pad_tokens(encoded: list[list[int]] | list[Tensor]) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+    tokens = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.long)  # 0 = <pad>
+    for row, ids in enumerate(encoded):
+        tokens[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return tokens, lengths
+
+
+def collate(samples: list[tuple[Tensor, Tensor, int, int]], sort_by_length: bool = True) -> dict[str, Tensor]:
+    """Stack a batch; optionally sort by caption length (descending) keeping image/caption pairs aligned."""
+    if sort_by_length:
+        samples = sorted(samples, key=lambda s: len(s[1]), reverse=True)
+    images = torch.stack([s[0] for s in samples])
+    tokens, lengths = pad_tokens([s[1] for s in samples])
+    return {
+        "images": images,
+        "regions_mask": torch.ones(images.shape[:2], dtype=torch.bool),
+        "tokens": tokens,
+        "lengths": lengths,
+        "caption_ids": torch.tensor([s[2] for s in samples], dtype=torch.long),
+        "image_ids": torch.tensor([s[3] for s in samples], dtype=torch.long),
+    }
+
+
+class ImageSet(Dataset):
+    """The distinct images of a split, one item per image (for encoding galleries once per image)."""
+
+    def __init__(self, split: PrecompDataset) -> None:
+        if len(split) % CAPTIONS_PER_IMAGE:
+            raise DataError(f"{split.captions_path}: {len(split)} captions is not a multiple of {CAPTIONS_PER_IMAGE}")
+        self.split = split
+
+    def __len__(self) -> int:
+        return self.split.n_images
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        row = self.split.image_row(index * CAPTIONS_PER_IMAGE)
+        return torch.from_numpy(np.array(self.split.features[row], dtype=np.float32)), index
+
+
+class CaptionSet(Dataset):
+    """The captions of a split, one item per caption, in file order."""
+
+    def __init__(self, split: PrecompDataset) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return torch.tensor(self.split.vocab.encode(self.split.captions[index]), dtype=torch.long), index
+
+
+def collate_images(samples: list[tuple[Tensor, int]]) -> dict[str, Tensor]:
+    images = torch.stack([s[0] for s in samples])
+    return {
+        "images": images,
+        "regions_mask": torch.ones(images.shape[:2], dtype=torch.bool),
+        "index": torch.tensor([s[1] for s in samples], dtype=torch.long),
+    }
+
+
+def collate_captions(samples: list[tuple[Tensor, int]]) -> dict[str, Tensor]:
+    tokens, lengths = pad_tokens([s[0] for s in samples])
+    return {"tokens": tokens, "lengths": lengths, "index": torch.tensor([s[1] for s in samples], dtype=torch.long)}

@@ -1,0 +1,95 @@
+"""Word vocabularies in the SCAN JSON format (the ids index the embedding rows of official checkpoints)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from temde.data.tokenize import tokenize
+
+# Special tokens and their fixed ids (SCAN/SGRAF/VSRN vocab.py).
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIAL_TOKENS = (PAD, START, END, UNK)
+# Minimum train-caption count for a word to enter a built vocabulary (official vocab.py threshold=4).
+MIN_WORD_COUNT = 4
+
+
+class Vocabulary:
+    """word <-> id map; unknown words map to ``<unk>``."""
+
+    def __init__(self, word2idx: dict[str, int]) -> None:
+        self.word2idx = dict(word2idx)
+        self.idx2word = {i: w for w, i in self.word2idx.items()}
+        if len(self.idx2word) != len(self.word2idx):
+            raise ValueError("vocabulary maps two words to the same id")
+        missing = [t for t in SPECIAL_TOKENS if t not in self.word2idx]
+        if missing:
+            raise ValueError(f"vocabulary lacks the special tokens {missing}")
+        self.unk_id = self.word2idx[UNK]
+
+    def __call__(self, word: str) -> int:
+        return self.word2idx.get(word, self.unk_id)
+
+    def __len__(self) -> int:
+        return len(self.word2idx)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.word2idx
+
+    def encode(self, caption: str | bytes) -> list[int]:
+        """Token ids of one caption with ``<start>``/``<end>`` around it, as the official loaders build them."""
+        return [self.word2idx[START], *(self(t) for t in tokenize(caption)), self.word2idx[END]]
+
+    def save_json(self, path: str | Path) -> Path:
+        """Write the SCAN JSON layout ``{"word2idx", "idx2word" (string keys), "idx"}``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "word2idx": self.word2idx,
+            "idx2word": {str(i): w for i, w in sorted(self.idx2word.items())},
+            "idx": len(self),
+        }
+        path.write_text(json.dumps(payload))
+        return path
+
+
+def load_json_vocab(path: str | Path) -> Vocabulary:
+    """Read a SCAN JSON vocabulary exactly (ids as stored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"vocabulary file {path} not found: put the SCAN vocab JSON there (see data/README.md) "
+            "or leave data.vocab_path empty to build one from the train captions"
+        )
+    try:
+        payload = json.loads(path.read_text())
+        word2idx = {str(w): int(i) for w, i in payload["word2idx"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"{path} is not a SCAN vocabulary JSON (expected {{'word2idx': {{word: id}}, 'idx2word', 'idx'}}): {err}"
+        ) from err
+    return Vocabulary(word2idx)
+
+
+def load_vocab(path: str | Path) -> Vocabulary:
+    """Load a vocabulary by file type: SCAN ``.json`` or VSRN ``.pkl`` (restricted unpickler)."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        from temde.data.vsrn_vocab import load_vsrn_vocab
+
+        return load_vsrn_vocab(path)
+    return load_json_vocab(path)
+
+
+def build_vocab(captions: Iterable[str | bytes], min_count: int = MIN_WORD_COUNT) -> Vocabulary:
+    """Vocabulary of words seen at least ``min_count`` times, specials first.
+
+    Unlike the official builder (Counter iteration order), words are ordered by decreasing count then
+    alphabetically, so the same captions always give the same ids.
+    """
+    counts = Counter(tok for caption in captions for tok in tokenize(caption))
+    words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
+                   key=lambda w: (-counts[w], w))
+    return Vocabulary({w: i for i, w in enumerate([*SPECIAL_TOKENS, *words])})
