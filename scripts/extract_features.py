@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Raw images -> SCAN-format region features ``<split>_ims.npy`` (N, R, C) float32, resumable.
+
+Examples:
+
+    # COCO test images listed by scripts/build_coco_captions.py, ResNet-152 7x7 grid (49 x 2048)
+    python scripts/extract_features.py --images data/coco_byod/testall_images.txt --root /data/coco/images \
+        --out data/coco_byod/testall_ims.npy --weights ~/models/resnet152-imagenet.pth --batch-size 64
+
+    # a folder of images, weights already in torchvision's cache
+    python scripts/extract_features.py --images my_photos/ --out data/mine/test_ims.npy
+
+Re-running the same command after an interruption continues where it stopped (see docs/byod.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
+from temde.features import (  # noqa: E402
+    DEFAULT_ARCH,
+    DEFAULT_GRID,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_WEIGHTS,
+    FeatureError,
+    extract_features,
+    list_images,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", required=True, help="image folder, or a text file with one image path per line")
+    p.add_argument("--root", default=None, help="base folder for relative paths in a list file")
+    p.add_argument("--out", required=True, help="output .npy, e.g. data/mine/test_ims.npy")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help="torchvision resnet/resnext/wide_resnet name")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                   help="checkpoint path, or a torchvision weights name looked up in its local cache")
+    p.add_argument("--random-weights", action="store_true", help="untrained backbone (tests only)")
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    p.add_argument("--grid", type=int, default=DEFAULT_GRID, help="regions = grid * grid")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        paths = list_images(args.images, args.root)
+        n = extract_features(
+            paths,
+            args.out,
+            arch=args.arch,
+            weights=args.weights,
+            random_weights=args.random_weights,
+            image_size=args.image_size,
+            grid=args.grid,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except FeatureError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(paths)} images ({n} computed in this run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
