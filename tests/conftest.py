@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny synthetic SCAN-format dataset written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from temde.data.synthetic import SyntheticSpec, write_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+
+# Small enough for seconds-long CPU tests, same on-disk format as the real thing.
+TINY_SPEC = SyntheticSpec(n_train=80, n_dev=20, n_test=20, n_testall=50, n_regions=12, feature_dim=48, seed=3)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(root, "synthetic_precomp", TINY_SPEC, progress=False)
+    return root

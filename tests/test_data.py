@@ -1,0 +1,196 @@
+"""Data layer: tokenizer vs SCAN tokenizations, vocab files, precomp layouts, collate, errors, synthetic world."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from temde.data.precomp import DataError, PrecompDataset, collate
+from temde.data.synthetic import SyntheticSpec, ensure_synthetic_dataset, write_synthetic_dataset
+from temde.data.tokenize import tokenize
+from temde.data.vocab import Vocabulary, build_vocab, load_json_vocab, load_vocab
+from tests.conftest import SHARED_REFERENCE, TINY_SPEC
+
+F30K_VOCAB = SHARED_REFERENCE / "vocab" / "f30k_precomp_vocab.json"
+COCO_VOCAB = SHARED_REFERENCE / "vocab" / "coco_precomp_vocab.json"
+needs_vocab = pytest.mark.skipif(not F30K_VOCAB.is_file(), reason="shared/reference vocab files not present")
+
+
+# Known outputs of the official nltk.word_tokenize(caption.lower()) (Punkt + NLTK Treebank) on SCAN captions.
+@pytest.mark.parametrize(
+    ("caption", "tokens"),
+    [
+        ("A man's dog jumps over a log.", ["a", "man", "'s", "dog", "jumps", "over", "a", "log", "."]),
+        ("Two men, one in red, are playing.", ["two", "men", ",", "one", "in", "red", ",", "are", "playing", "."]),
+        ('A sign reads "STOP".', ["a", "sign", "reads", "``", "stop", "''", "."]),
+        ("A dog can't swim", ["a", "dog", "ca", "n't", "swim"]),
+        ("A boy in a T-shirt (blue) & jeans", ["a", "boy", "in", "a", "t-shirt", "(", "blue", ")", "&", "jeans"]),
+        ("People at the U.S. embassy. They wait.", ["people", "at", "the", "u.s.", "embassy", ".", "they", "wait", "."]),
+        ("Mr. Smith sits on St. Mark's steps", ["mr.", "smith", "sits", "on", "st.", "mark", "'s", "steps"]),
+        (b"A Caf\xc3\xa9 in PARIS .", ["a", "café", "in", "paris", "."]),
+    ],
+)
+def test_tokenize_matches_scan(caption, tokens):
+    assert tokenize(caption) == tokens
+
+
+def test_tokenize_lowercases_ascii_only():
+    # The official code lowercases bytes before decoding: non-ASCII capitals are kept.
+    assert tokenize("ÉCOLE Dog") == ["École", "dog"]
+
+
+@needs_vocab
+def test_f30k_vocab_ids_match_file():
+    vocab = load_json_vocab(F30K_VOCAB)
+    raw = json.loads(F30K_VOCAB.read_text())
+    assert len(vocab) == 8481 == raw["idx"]
+    assert vocab.word2idx == raw["word2idx"]
+    assert all(vocab.idx2word[int(i)] == w for i, w in raw["idx2word"].items())
+    assert [vocab(t) for t in ("<pad>", "<start>", "<end>", "<unk>")] == [0, 1, 2, 3]
+    assert (vocab("."), vocab(","), vocab("'s"), vocab("``")) == (348, 4313, 515, 614)
+    assert vocab("zzzz-not-a-word") == 3
+    # Tokens our tokenizer produces for mid-caption sentence ends / abbreviations are SCAN's.
+    assert "ca" in vocab and "n't" in vocab and "mr." in vocab and "dog." not in vocab
+
+
+@needs_vocab
+def test_coco_vocab_size_and_vsrn_style_load():
+    assert len(load_vocab(COCO_VOCAB)) == 11353
+
+
+@needs_vocab
+def test_encode_adds_start_end():
+    vocab = load_json_vocab(F30K_VOCAB)
+    ids = vocab.encode("A dog .")
+    assert ids[0] == 1 and ids[-1] == 2 and ids[1:-1] == [vocab("a"), vocab("dog"), vocab(".")]
+
+
+def test_build_vocab_threshold_order_and_roundtrip(tmp_path):
+    captions = ["a dog runs"] * 4 + ["a cat"] * 3 + ["the dog"]
+    vocab = build_vocab(captions)
+    # counts: a=7, dog=5, runs=4, cat=3 (<4), the=1 (<4)
+    assert list(vocab.word2idx) == ["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs"]
+    path = vocab.save_json(tmp_path / "v.json")
+    raw = json.loads(path.read_text())
+    assert raw["idx"] == 7 and raw["idx2word"]["5"] == "dog"
+    assert load_json_vocab(path).word2idx == vocab.word2idx
+
+
+def test_bad_vocab_file_errors(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json.*SCAN vocabulary JSON"):
+        load_json_vocab(bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_json_vocab(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="special tokens"):
+        Vocabulary({"a": 0})
+
+
+def _write_split(root, name, split, n_rows, n_caps, shape_tail=(3, 4)):
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    feats = np.arange(n_rows * np.prod(shape_tail), dtype=np.float32).reshape(n_rows, *shape_tail)
+    np.save(d / f"{split}_ims.npy", feats)
+    (d / f"{split}_caps.txt").write_text("".join(f"caption number {i}\n" for i in range(n_caps)))
+    return feats
+
+
+def test_precomp_layouts_and_truncation(tmp_path):
+    vocab = build_vocab(["caption number"] * 4)
+    per_image = _write_split(tmp_path, "x", "test", 4, 20)
+    per_caption = _write_split(tmp_path, "x", "dev", 20, 20)
+    ds = PrecompDataset(tmp_path, "x", "test", vocab)
+    assert ds.im_div == 5 and len(ds) == 20 and ds.n_images == 4
+    image, tokens, cap_id, img_id = ds[13]
+    assert torch.equal(image, torch.from_numpy(per_image[2])) and (cap_id, img_id) == (13, 2)
+    assert tokens.tolist() == [1, vocab("caption"), vocab("number"), 3, 2]
+    assert torch.equal(ds.image_features(), torch.from_numpy(per_image))
+    dev = PrecompDataset(tmp_path, "x", "dev", vocab, max_captions=10)
+    assert dev.im_div == 1 and len(dev) == 10 and dev.n_images == 2
+    assert torch.equal(dev[7][0], torch.from_numpy(per_caption[7]))
+    # distinct images of a one-row-per-caption file are rows 0, 5, 10, ...
+    assert torch.equal(dev.image_features(), torch.from_numpy(per_caption[[0, 5]]))
+    assert isinstance(ds.features, np.memmap)  # memory-mapped, never read whole
+
+
+def test_missing_features_names_the_file(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "train_caps.txt").write_text("a\n" * 5)
+    with pytest.raises(DataError) as err:
+        PrecompDataset(tmp_path, "x", "train", build_vocab([]))
+    message = str(err.value)
+    assert str(tmp_path / "x" / "train_ims.npy") in message and "data/README.md" in message
+    assert "\n" not in message
+
+
+def test_missing_directory_and_count_mismatch_and_bad_shape(tmp_path):
+    vocab = build_vocab([])
+    with pytest.raises(DataError, match="does not exist"):
+        PrecompDataset(tmp_path, "nope", "train", vocab)
+    _write_split(tmp_path, "x", "train", 4, 19)
+    with pytest.raises(DataError, match=r"19 captions.*4 feature rows.*expected 5 captions per row"):
+        PrecompDataset(tmp_path, "x", "train", vocab)
+    d = tmp_path / "y"
+    d.mkdir()
+    np.save(d / "train_ims.npy", np.zeros((5, 7), dtype=np.float32))
+    (d / "train_caps.txt").write_text("a\n" * 5)
+    with pytest.raises(DataError, match=r"train_ims.npy has shape \(5, 7\).*expected float \(N, R, F\)"):
+        PrecompDataset(tmp_path, "y", "train", vocab)
+    (d / "train_ims.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a readable .npy"):
+        PrecompDataset(tmp_path, "y", "train", vocab)
+
+
+def test_collate_sorts_and_keeps_pairs_aligned():
+    samples = [(torch.full((2, 3), float(i)), torch.arange(1, 3 + i), i, i // 5) for i in range(4)]
+    batch = collate(samples)
+    assert batch["lengths"].tolist() == [5, 4, 3, 2]
+    assert batch["caption_ids"].tolist() == [3, 2, 1, 0]
+    # each image still sits next to its own caption
+    assert batch["images"][:, 0, 0].tolist() == [3.0, 2.0, 1.0, 0.0]
+    assert batch["tokens"][3].tolist() == [1, 2, 0, 0, 0] and batch["regions_mask"].all()
+    unsorted = collate(samples, sort_by_length=False)
+    assert unsorted["caption_ids"].tolist() == [0, 1, 2, 3]
+
+
+def test_synthetic_dataset_format_determinism_and_signal(tmp_path, tiny_data_root):
+    d = tiny_data_root / "synthetic_precomp"
+    for split, n in TINY_SPEC.splits().items():
+        feats = np.load(d / f"{split}_ims.npy", mmap_mode="r")
+        assert feats.shape == (n, TINY_SPEC.n_regions, TINY_SPEC.feature_dim) and feats.dtype == np.float32
+        assert len((d / f"{split}_caps.txt").read_text().splitlines()) == 5 * n
+    vocab = load_json_vocab(tiny_data_root / "vocab" / "synthetic_precomp_vocab.json")
+    assert "dog" in vocab or "cat" in vocab
+    # deterministic: a second generation with the same spec is byte-identical
+    other = write_synthetic_dataset(tmp_path, "synthetic_precomp", TINY_SPEC, progress=False)
+    assert (other / "test_caps.txt").read_bytes() == (d / "test_caps.txt").read_bytes()
+    assert np.array_equal(np.load(other / "test_ims.npy"), np.load(d / "test_ims.npy"))
+    # ensure_* reuses an identical dataset and regenerates on a different spec
+    mtime = (other / "train_ims.npy").stat().st_mtime_ns
+    ensure_synthetic_dataset(tmp_path, "synthetic_precomp", TINY_SPEC)
+    assert (other / "train_ims.npy").stat().st_mtime_ns == mtime
+    ensure_synthetic_dataset(tmp_path, "synthetic_precomp", SyntheticSpec(**{**TINY_SPEC.__dict__, "seed": 4}))
+    assert (other / "train_ims.npy").stat().st_mtime_ns != mtime
+
+
+def test_synthetic_captions_mention_objects_whose_regions_are_present():
+    """The world is learnable: captions sharing an object are closer in region space than random pairs."""
+    from temde.data import synthetic as syn
+
+    spec = SyntheticSpec(n_regions=36, feature_dim=64, seed=1)
+    protos = syn._prototypes(spec)
+    rng = np.random.default_rng(0)
+    image = syn._sample_image(rng)
+    feats = syn._region_features(image, protos, spec, rng)
+    caption = syn._caption(image, rng)
+    mentioned = [syn.OBJECTS[o] for o in image["objects"] if syn.OBJECTS[o] in caption.split()]
+    assert len(mentioned) >= 2
+    obj = syn.OBJECTS.index(mentioned[0])
+    color = image["colors"][image["objects"].index(obj)]
+    target = np.maximum(protos["object"][obj] + protos["color"][color], 0)
+    corr = [np.corrcoef(target, region)[0, 1] for region in feats]
+    assert sum(c > 0.5 for c in corr) >= 4  # the object owns at least 4 region slots
