@@ -1,0 +1,117 @@
+"""Paper-table reproduction: plans, run keys, ensembles, comparison, and the whole synthetic table end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from temde.evaluation import retrieval_metrics
+from temde.paper_results import paper_row
+from temde.reproduce import TABLES, RunSpec, build_plan, compare, estimate_run, load_table, row_metrics
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+# Smallest settings that still exercise every model of the table (36 regions: SGRAF's VisualSA BatchNorm).
+TINY = [
+    "data.synthetic.n_train=8", "data.synthetic.n_dev=5", "data.synthetic.n_test=5", "data.synthetic.n_testall=10",
+    "data.synthetic.feature_dim=16", "model.img_dim=16", "model.embed_size=32", "model.word_dim=16",
+    "data.batch_size=20", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "eval.test=false",
+    "synthetic_vsrn:model.dim_hidden=16", "synthetic_vsrn:model.dim_word=16",
+    "synthetic_vsrn_temde:model.dim_hidden=16", "synthetic_vsrn_temde:model.dim_word=16",
+]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_row_has_a_paper_row_and_real_experiments(table):
+    spec = load_table(table)
+    experiments = {p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")}
+    for row in spec["rows"]:
+        if row["paper"]:
+            paper_row(spec["protocol"], row["paper"]["model"], row["paper"]["source"])  # exactly one
+        for run in row["runs"]:
+            assert run["experiment"] in experiments, run
+            assert spec["synthetic"][run["experiment"]]["experiment"] in experiments
+
+
+def test_plan_shares_runs_between_rows_and_keys_depend_on_everything():
+    plan = build_plan("f30k", "real")
+    by_name = {r.name: r for r in plan.rows}
+    assert by_name["SGRAF*"].runs == [by_name["SGR"].runs[0], by_name["SAF"].runs[0]]
+    assert [r.seed for r in by_name["VSRN*"].runs] == [1, 2] and by_name["VSRN"].runs[0] in by_name["VSRN*"].runs
+    assert len(plan.runs) == 8  # sgr, saf, sgr_temde, saf_temde, 2 x vsrn, 2 x vsrn_temde
+    keys = {RunSpec("a", 0).key, RunSpec("a", 1).key, RunSpec("a", 0, ("x=1",)).key, RunSpec("b", 0).key}
+    assert len(keys) == 4
+    assert RunSpec("a", 0, ("x=1", "y=2")).key == RunSpec("a", 0, ("y=2", "x=1")).key
+    synthetic = build_plan("coco5k", "synthetic", epochs=2, overrides=["synthetic_vsrn:model.dim_hidden=8"])
+    saf = next(r for r in synthetic.rows if r.name == "SAF").runs[0]
+    assert saf.experiment == "synthetic_sgr" and "model.module_name=SAF" in saf.overrides
+    assert "trainer.max_epochs=2" in saf.overrides and "model.dim_hidden=8" not in saf.overrides
+    vsrn = next(r for r in synthetic.rows if r.name == "VSRN*").runs[0]
+    assert "model.dim_hidden=8" in vsrn.overrides
+
+
+def test_estimate_is_iterations_times_epochs_times_step_time():
+    plan = build_plan("f30k", "real", rows=["SGR"])
+    est = estimate_run(plan.runs[0], plan, {"sgraf": 0.5})
+    assert est["iterations_per_epoch"] == -(-145000 // 128) and est["epochs"] == 40
+    assert est["train_hours"] == pytest.approx(est["iterations_per_epoch"] * 40 * 0.5 / 3600)
+    assert est["step_source"] == "--step-seconds"
+
+
+def test_row_metrics_is_the_mean_similarity_ensemble_and_compare_handles_missing_values():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((10, 50)), rng.standard_normal((10, 50))
+    assert row_metrics([a, b], fold5=True) == retrieval_metrics((a + b) / 2, fold5=True)
+    assert row_metrics([a], fold5=False) == retrieval_metrics(a)
+    ours = dict.fromkeys(("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"), 50.0)
+    diff = compare(ours, paper_row("coco_5k", "TEMDE+SGR", "temde_paper").metrics())
+    assert diff["i2t_r1"] == pytest.approx(50.0 - 57.0) and diff["i2t_r5"] is None and diff["rsum"] is None
+    assert compare(ours, None)["rsum"] is None
+
+
+def test_make_reproduce_f30k_synthetic_end_to_end(tmp_path, monkeypatch):
+    """`make reproduce TABLE=f30k DATA=synthetic` with tiny sizes and 1 epoch: table, json, plots, reuse."""
+    import reproduce as cli  # scripts/reproduce.py
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    results = tmp_path / "results"
+    argv = ["--table", "f30k", "--data", "synthetic", "--epochs", "1", "--out-root", str(tmp_path / "runs"),
+            "--results-dir", str(results), "--override", f"data.root={tmp_path / 'data'}"]
+    argv += [a for o in TINY for a in ("--override", o)]
+    assert cli.main(argv) == 0
+
+    report = json.loads((results / "synthetic_f30k.json").read_text())
+    assert [r["name"] for r in report["rows"]] == [r["name"] for r in load_table("f30k")["rows"]]
+    assert report["commit"] and report["data"] == "synthetic" and len(report["runs"]) == 8
+    sgraf = next(r for r in report["rows"] if r["name"] == "SGRAF*")
+    assert [r["seed"] for r in sgraf["runs"]] == [0, 0] and sgraf["paper"]["rsum"] == 499.6
+    assert sgraf["diff"]["rsum"] == pytest.approx(sgraf["ours"]["rsum"] - 499.6, abs=0.01)
+    # the ensemble row equals the mean of its two runs' cached similarity matrices
+    sims = [np.load(Path(r["run_dir"]) / "sims_test.npy") for r in sgraf["runs"]]
+    assert sgraf["ours"] == pytest.approx(retrieval_metrics((sims[0] + sims[1]) / 2))
+    md = (results / "synthetic_f30k.md").read_text()
+    assert "| SGRAF* | f30k_sgr:0, f30k_saf:0 |" in md and "(499.6, " in md and report["commit"] in md
+    figures = sorted(p.name for p in (results / "synthetic_f30k").glob("*.png"))
+    assert "recall_sgraf.png" in figures and sum(f.startswith("curves_") for f in figures) == 8
+
+    # a second invocation reuses every finished run (no training) and the cached similarity matrices
+    assert cli.main(argv + ["--no-plots"]) == 0
+    again = json.loads((results / "synthetic_f30k.json").read_text())
+    assert {r["status"] for r in again["runs"]} == {"reused"}
+    assert again["rows"][0]["ours"] == report["rows"][0]["ours"]
+
+
+def test_dry_run_prints_plan_and_trains_nothing(tmp_path, capsys):
+    import reproduce as cli
+
+    assert cli.main(["--table", "coco5k", "--data", "coco", "--dry-run", "--out-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "coco_sgr_s0_" in out and "estimated GPU time" in out and "ESTIMATE" in out
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        cli.main(["--table", "coco5k", "--data", "f30k", "--dry-run"])
