@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := build/.installed-$(REQ_HASH)
 
-CONFIG ?=
+CONFIG ?= synthetic_sgr_temde
 EXPERIMENT := $(if $(CONFIG),experiment=$(CONFIG),)
 ARGS ?=
 CKPT ?=

@@ -16,9 +16,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from temde.distributed import gather_eval_parts, sharded_blocked_similarity
 from temde.evaluation import retrieval_metrics
 from temde.models.base import concat_reprs, to_device
-from temde.retrieval import blocked_similarity
 
 
 class RetrievalLitModule(pl.LightningModule):
@@ -59,8 +59,10 @@ class RetrievalLitModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         img = self.model.encode_images(batch["images"], batch["regions_mask"])
         txt = self.model.encode_texts(batch["tokens"], batch["lengths"])
-        scores = self.model.similarity(img, txt)
-        loss = self.loss(scores)
+        if hasattr(self.loss, "forward_reprs"):  # GatheredContrastiveLoss: negatives from every DDP rank
+            loss = self.loss.forward_reprs(self.model.similarity, img, txt)
+        else:
+            loss = self.loss(self.model.similarity(img, txt))
         batch_size = batch["tokens"].shape[0]
         self.log("train/contrastive", loss, on_step=True, on_epoch=True, batch_size=batch_size)
         if hasattr(self.model, "auxiliary_losses"):
@@ -102,10 +104,11 @@ class RetrievalLitModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_parts.get(0) or not self._val_parts.get(1):
             return
-        img = _ordered(self._val_parts[0])
-        txt = _ordered(self._val_parts[1])
-        sims = blocked_similarity(self.model, img, txt, self.hparams.img_block, self.hparams.txt_block,
-                                  device=self.device, progress=False)
+        # Under DDP each rank encoded a shard of the dev set: gather all parts, then score blocks split by rank.
+        img = _ordered(gather_eval_parts(self._val_parts[0]))
+        txt = _ordered(gather_eval_parts(self._val_parts[1]))
+        sims = sharded_blocked_similarity(self.model, img, txt, self.hparams.img_block, self.hparams.txt_block,
+                                          device=self.device)
         metrics = retrieval_metrics(sims)
         metrics["r1r5"] = metrics["i2t_r1"] + metrics["i2t_r5"] + metrics["t2i_r1"] + metrics["t2i_r5"]
         for key, value in metrics.items():

@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import WandbLogger
 
 from temde.checkpoint import build_model, load_model, save_model
 from temde.evaluate import evaluate_models, resolve_device, write_metrics
+from temde.evaluation import METRIC_KEYS
 from temde.lightning import RetrievalLitModule
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                                   cfg.eval.txt_block, cfg.eval.batch_size, resolve_device(cfg.eval.device))
         for lg in trainer.loggers:
             lg.log_metrics({f"test/{label}/{k}": v for label, m in results.items() for k, v in m.items()})
+            if isinstance(lg, WandbLogger):  # the final Recall table, and the score sweeps optimise
+                lg.log_table("test/metrics", columns=["split", *METRIC_KEYS],
+                             data=[[label, *(m[k] for k in METRIC_KEYS)] for label, m in results.items()])
+                lg.experiment.summary["val/best"] = meta["val_best"]
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()  # one wandb run per training run, also inside a Hydra multirun
     meta.update(train_seconds=round(train_seconds, 1),
                 experiment=hydra.core.hydra_config.HydraConfig.get().runtime.choices.get("experiment"))
     write_metrics(results, out_dir, meta)
