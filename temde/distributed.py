@@ -21,7 +21,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from temde.losses import ContrastiveLoss
-from temde.models.base import Repr, concat_reprs, index_repr, repr_len, slice_repr, to_device
+from temde.models.base import Repr, concat_reprs, index_repr, repr_len, to_device
+from temde.retrieval import blocked_similarity, shard_blocks  # noqa: F401 - shard_blocks re-exported
 
 Part = tuple[Tensor, Repr]  # (dataset indices, encoded batch)
 
@@ -139,16 +140,6 @@ class GatheredContrastiveLoss(ContrastiveLoss):
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def shard_blocks(n_img: int, n_txt: int, img_block: int, txt_block: int, rank: int, world_size: int
-                 ) -> list[tuple[int, int]]:
-    """The (row, column) starts of the similarity blocks this rank scores: round-robin over all blocks, so every
-    rank gets the same amount of work within one block."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside world of size {world_size}")
-    blocks = [(i, j) for i in range(0, n_img, img_block) for j in range(0, n_txt, txt_block)]
-    return blocks[rank::world_size]
-
-
 @torch.no_grad()
 def sharded_blocked_similarity(
     model,
@@ -172,12 +163,8 @@ def sharded_blocked_similarity(
     r0, w0 = world()
     rank = r0 if rank is None else rank
     world_size = w0 if world_size is None else world_size
-    n_img, n_txt = repr_len(img), repr_len(txt)
-    sims = torch.zeros(n_img, n_txt, dtype=torch.float32)
-    for i, j in shard_blocks(n_img, n_txt, img_block, txt_block, rank, world_size):
-        img_b = to_device(slice_repr(img, i, i + img_block), device)
-        txt_b = to_device(slice_repr(txt, j, j + txt_block), device)
-        sims[i : i + img_block, j : j + txt_block] = model.similarity(img_b, txt_b).float().cpu()
+    sims = blocked_similarity(model, img, txt, img_block, txt_block, device, progress=False, rank=rank,
+                              world_size=world_size)
     if gather and w0 > 1:
         on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
         sims = sims.to(on)

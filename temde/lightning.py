@@ -78,7 +78,10 @@ class RetrievalLitModule(pl.LightningModule):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self._optimized_parameters(), lr=self.hparams.lr)
+        # A parameter listed twice (VSRN's official quirk) is updated twice per step only by the per-tensor loop.
+        duplicated = getattr(self.model, "duplicate_caption_parameters", False)
+        optimizer = torch.optim.Adam(self._optimized_parameters(), lr=self.hparams.lr,
+                                     foreach=False if duplicated else None)
         # Official step decay, set per epoch: lr = lr0 * decay ** (epoch // lr_update).
         lr_update, decay = self.hparams.lr_update, self.hparams.lr_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: decay ** (epoch // lr_update))

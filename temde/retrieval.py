@@ -44,6 +44,16 @@ def encode_texts(
     return concat_reprs(parts)
 
 
+def shard_blocks(n_img: int, n_txt: int, img_block: int, txt_block: int, rank: int = 0, world_size: int = 1
+                 ) -> list[tuple[int, int]]:
+    """(row, column) starts of the similarity blocks one rank scores: round-robin over all blocks, so every rank
+    gets the same amount of work within one block (rank 0 of 1 scores them all)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world of size {world_size}")
+    blocks = [(i, j) for i in range(0, n_img, img_block) for j in range(0, n_txt, txt_block)]
+    return blocks[rank::world_size]
+
+
 @torch.no_grad()
 def blocked_similarity(
     model: RetrievalModel,
@@ -54,11 +64,17 @@ def blocked_similarity(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Tensor:
-    """Fill the (n_img, n_txt) float32 matrix with ``model.similarity`` on image x caption blocks."""
+    """Fill the (n_img, n_txt) float32 matrix with ``model.similarity`` on image x caption blocks.
+
+    With ``world_size > 1`` only this rank's share of the blocks is filled (the rest stay 0), for
+    :func:`temde.distributed.sharded_blocked_similarity` to sum over ranks.
+    """
     n_img, n_txt = repr_len(img), repr_len(txt)
-    sims = torch.empty(n_img, n_txt, dtype=torch.float32)
-    blocks = [(i, j) for i in range(0, n_img, img_block) for j in range(0, n_txt, txt_block)]
+    sims = torch.zeros(n_img, n_txt, dtype=torch.float32)
+    blocks = shard_blocks(n_img, n_txt, img_block, txt_block, rank, world_size)
     for i, j in tqdm(blocks, desc="similarity blocks", disable=not progress, leave=False):
         img_b = to_device(slice_repr(img, i, i + img_block), device, dtype)
         txt_b = to_device(slice_repr(txt, j, j + txt_block), device, dtype)
