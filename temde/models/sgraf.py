@@ -1,0 +1,318 @@
+"""SGRAF (Diao et al., AAAI 2021) as a :class:`~temde.models.base.RetrievalModel`, optionally with T-EMDE.
+
+Layer by layer it follows the official implementation (``docs``: ``/work/shared/reference/sgraf.md`` section 2):
+regions -> ``Linear`` -> l2norm; words -> embedding -> dropout -> bi-GRU (directions averaged) -> l2norm; a
+global vector per modality; per (image, caption) pair SCAN text-to-image attention (lambda 9), local similarity
+vectors ``l2norm(W_loc (ctx - word)^2)`` and a global one ``l2norm(W_glo (g_img - g_txt)^2)``; SGR (3 graph
+steps, node 0 read out) or SAF (BN-sigmoid-l1 attention filtration); score ``sigmoid(W_eval sim_vec)``.
+
+Submodule names equal the official ones under three prefixes (``img_enc.``, ``txt_enc.``, ``sim_enc.``), so an
+official checkpoint's three state dicts load by prefixing their keys (``temde.convert.sgraf``).
+
+**Global encoder** (``global_encoder``): ``"sa"`` is SGRAF's VisualSA/TextSA; ``"temde"`` replaces both by
+T-EMDE sketches of the regions and of the words (flattened ``depth * 2**hyperplanes``), and ``sim_tranglo_w``
+then maps ``N*W -> sim_dim`` (temde.md "Integration"); ``"mhsa"`` / ``"mean"`` are the pooling baselines of
+``temde.modules.pooling`` (their outputs are l2-normalised like SA's). Global vectors depend on one modality
+only, so they can be precomputed and indexed (:mod:`temde.two_stage`).
+
+**Vectorized scoring.** The official evaluation loops over captions, each against a shard of 100 images.
+:meth:`SGRAF.similarity` scores every pair of an (images x captions) block at once: padded words are masked in
+the attention (zero rows), in SGR (masked neighbours) and in SAF (masked weights), so each score equals the
+official per-caption computation. In eval mode the block is cut into chunks of captions of similar length
+(sorted, each chunk trimmed to its own longest caption) so that ``images x captions x words`` stays below
+``chunk_size``: memory is bounded whatever the block sizes. In training the whole block is one chunk in the
+given caption order (that is what the SAF per-caption BatchNorm emulation needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from temde.models.base import Repr
+from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
+from temde.modules.filtration import AttentionFiltration
+from temde.modules.graph import SimilarityGraph
+from temde.modules.init import xavier_linears_
+from temde.modules.norms import NORM_EPS, l2norm, l2norm_
+from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
+from temde.modules.text import GRUTextEncoder
+
+GLOBAL_ENCODERS = ("sa", "temde", "mhsa", "mean")
+MODULES = ("SGR", "SAF")
+DEFAULT_CHUNK = 2**15  # images x captions x words per eval chunk: ~128 MiB per float32 (.., D=1024) tensor
+
+
+class ImageEncoder(nn.Module):
+    """Region features (B, R, img_dim) -> (B, R, embed_size), l2-normalised (official ``EncoderImage``)."""
+
+    def __init__(self, img_dim: int = 2048, embed_size: int = 1024) -> None:
+        super().__init__()
+        self.fc = nn.Linear(img_dim, embed_size)
+        xavier_linears_(self)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return l2norm(self.fc(images), dim=-1)
+
+
+class _L2Pooling(nn.Module):
+    """Wraps a ``(x, mask) -> (B, D)`` pooling baseline and l2-normalises its output (as SA's output is)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return l2norm(self.pool(x, mask), dim=-1)
+
+
+class SimilarityEncoder(nn.Module):
+    """Everything after the two feature encoders (official ``EncoderSimilarity``): global encoders, the
+    local/global similarity projections, SGR or SAF, and the score head."""
+
+    def __init__(
+        self,
+        embed_size: int,
+        sim_dim: int,
+        module_name: str,
+        sgr_step: int,
+        num_region: int,
+        dropout: float,
+        global_encoder: str,
+        temde: Mapping[str, Any] | None,
+        global_encoder_kwargs: Mapping[str, Any] | None,
+        saf_bn_stats: str,
+    ) -> None:
+        super().__init__()
+        if global_encoder == "sa":
+            self.v_global_w: nn.Module = VisualSA(embed_size, num_region, dropout)
+            self.t_global_w: nn.Module = TextSA(embed_size, dropout)
+            global_dim = embed_size
+        elif global_encoder == "temde":
+            from temde.modules.temde import build_sketchers
+
+            self.v_global_w, self.t_global_w = build_sketchers(embed_size, dict(temde or {}))
+            global_dim = self.v_global_w.sketch_dim
+        else:
+            from temde.modules.pooling import build_global_encoder
+
+            kwargs = dict(global_encoder_kwargs or {})
+            self.v_global_w = _L2Pooling(build_global_encoder(global_encoder, embed_size, **kwargs))
+            self.t_global_w = _L2Pooling(build_global_encoder(global_encoder, embed_size, **kwargs))
+            global_dim = embed_size
+        self.sim_tranloc_w = nn.Linear(embed_size, sim_dim)
+        self.sim_tranglo_w = nn.Linear(global_dim, sim_dim)  # T-EMDE: W_glo maps N*W -> sim_dim
+        self.sim_eval_w = nn.Linear(sim_dim, 1)
+        self.sigmoid = nn.Sigmoid()
+        xavier_linears_(self.sim_tranloc_w)
+        xavier_linears_(self.sim_tranglo_w)
+        xavier_linears_(self.sim_eval_w)
+        self.module_name = module_name
+        if module_name == "SGR":
+            self.SGR_module = SimilarityGraph(sim_dim, sgr_step)
+        else:
+            self.SAF_module = AttentionFiltration(sim_dim, bn_stats=saf_bn_stats)
+
+    def reason(self, nodes: Tensor, mask: Tensor) -> Tensor:
+        """Alignment nodes (..., n, sim_dim) + node mask -> scores (...) in (0, 1)."""
+        if self.module_name == "SGR":
+            sim_vec = self.SGR_module(nodes, mask)
+        else:
+            sim_vec = self.SAF_module(nodes, mask)
+        return self.sigmoid(self.sim_eval_w(sim_vec)).squeeze(-1)
+
+
+class SGRAF(nn.Module):
+    """SGR or SAF (``module_name``) with a selectable global encoder; see the module docstring.
+
+    Args mirror the official options (``opts.py``) where they exist; ``num_region``, ``dropout`` and
+    ``attn_lambda`` are hard-coded there (36, 0.4, 9.0). ``saf_bn_stats``: ``"per_caption"`` reproduces the
+    official SAF BatchNorm updates, ``"batched"`` uses one set of statistics per block. ``chunk_size`` bounds
+    the eval working set (images x captions x words per chunk). ``global_loss_weight`` > 0 adds (not in the
+    paper, off by default) a VSE++ hinge loss on the inner products of the global vectors, which makes them
+    usable as a shortlist index (:mod:`temde.two_stage`): SGRAF's own global node compares them through
+    ``W (a - b)^2``, which does not align them under the inner product.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        img_dim: int = 2048,
+        word_dim: int = 300,
+        embed_size: int = 1024,
+        sim_dim: int = 256,
+        num_layers: int = 1,
+        bi_gru: bool = True,
+        module_name: Literal["SGR", "SAF"] = "SGR",
+        sgr_step: int = 3,
+        num_region: int = NUM_REGIONS,
+        dropout: float = SA_DROPOUT,
+        attn_lambda: float = ATTN_LAMBDA,
+        global_encoder: Literal["sa", "temde", "mhsa", "mean"] = "sa",
+        temde: Mapping[str, Any] | None = None,
+        global_encoder_kwargs: Mapping[str, Any] | None = None,
+        saf_bn_stats: Literal["per_caption", "batched"] = "per_caption",
+        chunk_size: int = DEFAULT_CHUNK,
+        global_loss_weight: float = 0.0,
+        global_loss_max_violation: bool = False,
+    ) -> None:
+        super().__init__()
+        if module_name not in MODULES:
+            raise ValueError(f"SGRAF: module_name must be one of {MODULES}, got {module_name!r}")
+        if global_encoder not in GLOBAL_ENCODERS:
+            raise ValueError(f"SGRAF: global_encoder must be one of {GLOBAL_ENCODERS}, got {global_encoder!r}")
+        if chunk_size < 1:
+            raise ValueError(f"SGRAF: chunk_size must be >= 1, got {chunk_size}")
+        self.vocab_size = vocab_size
+        self.embed_size = embed_size
+        self.module_name = module_name
+        self.global_encoder = global_encoder
+        self.attn_lambda = attn_lambda
+        self.chunk_size = chunk_size
+        self.global_loss_weight = global_loss_weight
+        self.global_loss_max_violation = global_loss_max_violation
+        self.img_enc = ImageEncoder(img_dim, embed_size)
+        self.txt_enc = GRUTextEncoder(vocab_size, word_dim, embed_size, num_layers, bi_gru, dropout)
+        self.sim_enc = SimilarityEncoder(
+            embed_size, sim_dim, module_name, sgr_step, num_region, dropout, global_encoder, temde,
+            global_encoder_kwargs, saf_bn_stats,
+        )
+
+    # ---- encoders (one modality each) -------------------------------------------------------------------------
+    def encode_images(self, images: Tensor, regions_mask: Tensor | None = None) -> Repr:
+        if images.dim() != 3:
+            raise ValueError(f"SGRAF.encode_images: images must be (N, R, F), got {tuple(images.shape)}")
+        regions = self.img_enc(images)
+        if regions_mask is None:
+            regions_mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
+        else:
+            regions = regions * regions_mask.unsqueeze(-1).to(regions.dtype)
+        return {"regions": regions, "regions_mask": regions_mask, "global": self._global(self.sim_enc.v_global_w,
+                                                                                         regions, regions_mask)}
+
+    def encode_texts(self, tokens: Tensor, lengths: Tensor) -> Repr:
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=tokens.device)
+        words = self.txt_enc(tokens, lengths)
+        words_mask = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]
+        return {"words": words, "words_mask": words_mask, "global": self._global(self.sim_enc.t_global_w,
+                                                                                 words, words_mask)}
+
+    def _global(self, encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+        if self.global_encoder == "sa" and isinstance(encoder, VisualSA) and bool(mask.all()):
+            return encoder(x, None)  # the official computation, without masking arithmetic
+        return encoder(x, mask).flatten(1)  # sketches (B, depth, W) -> (B, depth*W)
+
+    def auxiliary_losses(self, batch: dict[str, Tensor], img: Repr, txt: Repr) -> dict[str, Tensor]:
+        """Optional global-vector contrastive loss (``global_loss_weight``); nothing by default (official)."""
+        if self.global_loss_weight <= 0:
+            return {}
+        from temde.losses import ContrastiveLoss
+
+        scores = img["global"] @ txt["global"].t()
+        loss = ContrastiveLoss(max_violation=self.global_loss_max_violation)(scores)
+        return {"global_contrastive": self.global_loss_weight * loss}
+
+    # ---- scoring --------------------------------------------------------------------------------------------
+    def similarity(self, img: Repr, txt: Repr) -> Tensor:
+        """All pairs of a block: (n_img, n_txt) scores in (0, 1). Vectorized; chunked in eval mode."""
+        if self.training:
+            return self._score_all_pairs(img, txt)
+        return self._score_chunked(img, txt)
+
+    def pair_similarity(self, img: Repr, txt: Repr) -> Tensor:
+        """Aligned pairs (image i with caption i): (P,) scores. Used to re-rank shortlists (eval)."""
+        words, words_mask = _trim_words(txt)
+        regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
+        ctx = t2i_attention_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
+        local = self._local_sims(ctx, words)  # (P, L, m)
+        glob = self._global_sims(img["global"], txt["global"], pairwise=False)  # (P, m)
+        return self._reason(glob, local, words_mask)
+
+    def similarity_matrix(
+        self,
+        images: Tensor,
+        captions: Tensor,
+        lengths: Tensor,
+        img_block: int = 128,
+        txt_block: int = 512,
+        batch_size: int = 128,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> Tensor:
+        """(N, 36, F) regions, (M, L) token ids, (M,) lengths -> (N, M) scores, encode once + blocked filling.
+
+        Runs in eval mode (restoring the previous mode afterwards)."""
+        from temde.retrieval import similarity_matrix
+
+        was_training = self.training
+        self.eval()
+        try:
+            return similarity_matrix(self, images, captions, lengths, img_block, txt_block, batch_size, device,
+                                     progress)
+        finally:
+            self.train(was_training)
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _score_chunked(self, img: Repr, txt: Repr) -> Tensor:
+        regions = img["regions"]
+        n_img, n_txt = regions.shape[0], txt["words"].shape[0]
+        scores = regions.new_empty(n_img, n_txt)
+        lengths = txt["words_mask"].sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        sorted_lengths = lengths[order].tolist()
+        start = 0
+        while start < n_txt:
+            length = max(int(sorted_lengths[start]), 1)
+            per_caption = n_img * length  # (image, word) slots one more caption adds to the chunk
+            n_cap = max(1, self.chunk_size // per_caption)
+            idx = order[start : start + n_cap]
+            sub_txt = {k: v[idx] for k, v in txt.items()}
+            img_step = n_img if per_caption <= self.chunk_size else max(1, self.chunk_size // length)
+            for i in range(0, n_img, img_step):
+                sub_img = {k: v[i : i + img_step] for k, v in img.items()}
+                scores[i : i + img_step, idx] = self._score_all_pairs(sub_img, sub_txt).to(scores.dtype)
+            start += n_cap
+        return scores
+
+    def _score_all_pairs(self, img: Repr, txt: Repr) -> Tensor:
+        words, words_mask = _trim_words(txt)
+        regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
+        ctx = t2i_attention_all_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
+        local = self._local_sims(ctx, words)  # (Ni, Nt, L, m)
+        glob = self._global_sims(img["global"], txt["global"], pairwise=True)  # (Ni, Nt, m)
+        return self._reason(glob, local, words_mask)
+
+    def _local_sims(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
+        """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
+        norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
+        if torch.is_grad_enabled():
+            diff = (raw_ctx / norm - words).pow(2)
+        else:  # inference: normalise, subtract and square in the context buffer (2 passes instead of 6)
+            diff = torch.addcdiv(-words, raw_ctx, norm, out=raw_ctx).square_()
+        local = self.sim_enc.sim_tranloc_w(diff)
+        return l2norm(local, dim=-1) if torch.is_grad_enabled() else l2norm_(local, dim=-1)
+
+    def _global_sims(self, g_img: Tensor, g_txt: Tensor, pairwise: bool) -> Tensor:
+        diff = (g_img[:, None, :] - g_txt[None, :, :]) if pairwise else (g_img - g_txt)
+        return l2norm(self.sim_enc.sim_tranglo_w(diff.pow(2)), dim=-1)
+
+    def _reason(self, glob: Tensor, local: Tensor, words_mask: Tensor) -> Tensor:
+        nodes = torch.cat([glob.unsqueeze(-2), local], dim=-2)  # node 0 = global alignment
+        node_mask = torch.cat([words_mask.new_ones(words_mask.shape[0], 1), words_mask], dim=1)
+        return self.sim_enc.reason(nodes, node_mask)
+
+
+def _trim_words(txt: Repr) -> tuple[Tensor, Tensor]:
+    """Words cut to the block's longest caption, padded positions set to exactly zero."""
+    mask = txt["words_mask"]
+    length = max(int(mask.sum(1).max()), 1) if mask.numel() else 1
+    words, mask = txt["words"][:, :length], mask[:, :length]
+    return words * mask.unsqueeze(-1).to(words.dtype), mask
+
+
+def _optional_mask(mask: Tensor) -> Tensor | None:
+    """None when every region is valid (the official case): skips the masking arithmetic."""
+    return None if bool(mask.all()) else mask
