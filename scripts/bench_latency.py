@@ -29,6 +29,7 @@ cases by name in ``SWEEPS``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -101,6 +102,34 @@ def _text_sa(shape: Shape) -> nn.Module:
     return TextSA(shape.dim)
 
 
+VSRN_IMG_DIM = 2048  # bottom-up region feature size (VSRN input)
+VSRN_EMBED = 2048  # VSRN joint-space width (official embed_size)
+
+
+@functools.cache
+def _vsrn_modules(batch: int, regions: int, embed: int) -> dict[str, tuple[nn.Module, tuple[Tensor, ...]]]:
+    from temde.models.vsrn import vsrn_latency_cases
+
+    return vsrn_latency_cases(batch, regions, VSRN_IMG_DIM, embed)
+
+
+def _vsrn_case(name: str) -> Case:
+    """A whole VSRN image encoder (raw (B, 36, 2048) regions in): official GCN vs T-EMDE replacement."""
+
+    @functools.cache
+    def macs(t: int, d: int) -> float:  # counted, not analytic: GRU + GCN + fc, per image
+        from torch.utils.flop_counter import FlopCounterMode
+
+        module, (images,) = _vsrn_modules(1, t, d)[name]
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(images)
+        return counter.get_total_flops() / 2
+
+    return Case(name, lambda s: _vsrn_modules(s.batch, s.tokens, s.dim)[name][0], macs,
+                f"VSRN image encoder ({name}), from temde.models.vsrn.vsrn_latency_cases",
+                inputs=lambda s: _vsrn_modules(s.batch, s.tokens, s.dim)[name][1])
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
@@ -110,6 +139,8 @@ CASES: dict[str, Case] = {
         Case("mhsa", lambda s: MultiHeadSelfAttentionPool(s.dim, heads=MHSA_HEADS, ffn_mult=MHSA_FFN),
              lambda t, d: t * 4 * d * d + 2 * t * t * d, f"MHSA encoder layer, {MHSA_HEADS} heads, no FFN"),
         Case("mean", lambda s: MeanPool(), lambda t, d: t * d, "masked mean + l2norm"),
+        _vsrn_case("vsrn_gcn"),
+        _vsrn_case("vsrn_temde_replace"),
     ]
 }
 
@@ -127,6 +158,9 @@ PAPER_ROWS = [
     Row("image", Shape(PAPER_BATCH, PAPER_REGIONS, PAPER_DIM), ("temde", "sa_visual", "mhsa", "mean"), "sa_visual"),
     Row("text", Shape(PAPER_BATCH, PAPER_CAPTION_LENGTHS[1], PAPER_DIM, PAPER_CAPTION_LENGTHS),
         ("temde", "sa_text", "mhsa", "mean"), "sa_text"),
+    # Whole VSRN image encoder at paper shapes: 4 region-GCN blocks vs the T-EMDE replacement (temde.md).
+    Row("vsrn_image_encoder", Shape(PAPER_BATCH, PAPER_REGIONS, VSRN_EMBED), ("vsrn_gcn", "vsrn_temde_replace"),
+        "vsrn_gcn", "vsrn_temde_replace"),
 ]
 
 
@@ -457,6 +491,8 @@ def run_device(device: torch.device, dtype: torch.dtype, args: argparse.Namespac
     quick = args.quick
     rows = PAPER_ROWS
     sweeps = SWEEPS
+    if args.rows:
+        return run_rows(device, dtype, args, out_dir)
     if quick:
         rows = [Row(r.name, Shape(4, r.shape.tokens, 64, r.shape.lengths), r.cases, r.baseline, r.temde_case)
                 for r in PAPER_ROWS]
@@ -520,6 +556,31 @@ def run_device(device: torch.device, dtype: torch.dtype, args: argparse.Namespac
     return result
 
 
+def run_rows(device: torch.device, dtype: torch.dtype, args: argparse.Namespace, out_dir: Path) -> dict:
+    """Re-measure only the named paper rows and merge them into the existing JSON (sweeps, entropy kept)."""
+    rows = [r for r in PAPER_ROWS if r.name in args.rows]
+    unknown = set(args.rows) - {r.name for r in rows}
+    if unknown:
+        raise SystemExit(f"unknown --rows {sorted(unknown)}; choose from {[r.name for r in PAPER_ROWS]}")
+    suffix = device.type if dtype == torch.float32 else f"{device.type}_{str(dtype).split('.')[-1]}"
+    path = out_dir / f"latency_{suffix}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run the full benchmark once before --rows")
+    result = json.loads(path.read_text())
+    CLOCK["name"] = result["protocol"]["clock"]
+    with tqdm(total=sum(len(r.cases) * 2 * args.repeats for r in rows), desc="latency rows", unit="run") as bar:
+        measured = bench_paper(device, dtype, args.warmup, args.repeats, bar, rows)
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    for row in measured.values():
+        row["measured"] = {"threads": torch.get_num_threads(), "repeats": args.repeats, "load_average": load}
+    result["paper"].update(measured)
+    result["cases"] = {k: c.note for k, c in CASES.items()}
+    path.write_text(json.dumps(result, indent=1))
+    plot(result, path.with_suffix(".png"))
+    print(summary(result))
+    return result
+
+
 def summary(r: dict) -> str:
     lines = [f"{r['device_name']} {r['dtype']} threads={r['threads']} clock={r['protocol']['clock']} torch {r['torch']}"]
     for row, p in r["paper"].items():
@@ -552,6 +613,8 @@ def main() -> None:
                    help="primary statistic: auto = process CPU time when running 1 CPU thread, else wall-clock")
     p.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of an existing JSON")
     p.add_argument("--threads-note", default="", help="free text recorded in the JSON (why this thread count)")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="only these paper rows (e.g. vsrn_image_encoder), merged into the existing JSON")
     args = p.parse_args()
     if args.replot:
         plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
