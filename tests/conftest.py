@@ -23,3 +23,12 @@ def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_synthetic_dataset(root, "synthetic_precomp", TINY_SPEC, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait stalls on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

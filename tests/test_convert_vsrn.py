@@ -21,14 +21,7 @@ from temde.convert.vsrn import ConversionError, convert_vsrn, map_image_keys, ma
 from temde.data.vsrn_vocab import UnsafePickleError, load_vsrn_vocab
 from temde.models.vsrn import VSRN
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
 
 VOCAB_DIR = Path("/work/shared/reference/vocab")

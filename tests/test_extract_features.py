@@ -24,13 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = {"arch": "resnet18", "random_weights": True, "image_size": 64, "grid": 2, "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: OpenMP spin-waiting across busy shared cores costs far more than it gains."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
 
 @pytest.fixture(scope="module")

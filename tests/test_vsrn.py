@@ -15,14 +15,7 @@ from temde.modules.gcn import RsGCN
 from temde.modules.vsrn_text import VSRNTextEncoder
 from temde.retrieval import blocked_similarity
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-wait stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -12,10 +12,10 @@ without each model inventing its own container. Masks are bool tensors, ``True``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 Repr = dict[str, Tensor]
 
@@ -35,6 +35,28 @@ class RetrievalModel(Protocol):
     def similarity(self, img: Repr, txt: Repr) -> Tensor:
         """All pairs: returns (n_img, n_txt). Cross-attention models score pairs; embedding models matmul."""
         ...
+
+
+class GalleryScoring(nn.Module):
+    """Adds ``similarity_matrix(images, captions, lengths, **kwargs) -> (N, M)`` to a RetrievalModel module.
+
+    Encodes every image and caption once, then fills the matrix block by block
+    (:func:`temde.retrieval.similarity_matrix`), in eval mode (the previous mode is restored afterwards).
+    ``similarity_defaults`` lets a model pick block sizes that suit its cost per pair.
+    """
+
+    similarity_defaults: ClassVar[dict[str, Any]] = {}
+
+    @torch.no_grad()
+    def similarity_matrix(self, images: Tensor, captions: Tensor, lengths: Tensor, **kwargs: Any) -> Tensor:
+        from temde.retrieval import similarity_matrix
+
+        was_training = self.training
+        self.eval()
+        try:
+            return similarity_matrix(self, images, captions, lengths, **{**self.similarity_defaults, **kwargs})
+        finally:
+            self.train(was_training)
 
 
 def repr_len(r: Repr) -> int:

@@ -6,18 +6,17 @@ SGRAF and VSRN, and as a floor to compare them against.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from temde.models.base import Repr
+from temde.models.base import GalleryScoring, Repr
 
 
 def _l2norm(x: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
     return x / (x.pow(2).sum(dim, keepdim=True).sqrt() + eps)
 
 
-class MeanPoolBaseline(nn.Module):
+class MeanPoolBaseline(GalleryScoring):
     def __init__(self, vocab_size: int, img_dim: int = 2048, embed_size: int = 1024, word_dim: int = 300) -> None:
         super().__init__()
         self.fc = nn.Linear(img_dim, embed_size)
@@ -43,9 +42,3 @@ class MeanPoolBaseline(nn.Module):
 
     def similarity(self, img: Repr, txt: Repr) -> Tensor:
         return img["embedding"] @ txt["embedding"].t()
-
-    @torch.no_grad()
-    def similarity_matrix(self, images: Tensor, captions: Tensor, lengths: Tensor, **kwargs) -> Tensor:
-        from temde.retrieval import similarity_matrix
-
-        return similarity_matrix(self, images, captions, lengths, **kwargs)

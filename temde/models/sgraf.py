@@ -27,12 +27,12 @@ given caption order (that is what the SAF per-caption BatchNorm emulation needs)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from temde.models.base import Repr
+from temde.models.base import GalleryScoring, Repr
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
@@ -125,7 +125,7 @@ class SimilarityEncoder(nn.Module):
         return self.sigmoid(self.sim_eval_w(sim_vec)).squeeze(-1)
 
 
-class SGRAF(nn.Module):
+class SGRAF(GalleryScoring):
     """SGR or SAF (``module_name``) with a selectable global encoder; see the module docstring.
 
     Args mirror the official options (``opts.py``) where they exist; ``num_region``, ``dropout`` and
@@ -136,6 +136,9 @@ class SGRAF(nn.Module):
     usable as a shortlist index (:mod:`temde.two_stage`): SGRAF's own global node compares them through
     ``W (a - b)^2``, which does not align them under the inner product.
     """
+
+    # Cross-attention scoring is cheap per caption once regions are resident: wide caption blocks.
+    similarity_defaults: ClassVar[dict[str, Any]] = {"txt_block": 512}
 
     def __init__(
         self,
@@ -230,30 +233,6 @@ class SGRAF(nn.Module):
         local = self._local_sims(ctx, words)  # (P, L, m)
         glob = self._global_sims(img["global"], txt["global"], pairwise=False)  # (P, m)
         return self._reason(glob, local, words_mask)
-
-    def similarity_matrix(
-        self,
-        images: Tensor,
-        captions: Tensor,
-        lengths: Tensor,
-        img_block: int = 128,
-        txt_block: int = 512,
-        batch_size: int = 128,
-        device: str | torch.device = "cpu",
-        progress: bool = False,
-    ) -> Tensor:
-        """(N, 36, F) regions, (M, L) token ids, (M,) lengths -> (N, M) scores, encode once + blocked filling.
-
-        Runs in eval mode (restoring the previous mode afterwards)."""
-        from temde.retrieval import similarity_matrix
-
-        was_training = self.training
-        self.eval()
-        try:
-            return similarity_matrix(self, images, captions, lengths, img_block, txt_block, batch_size, device,
-                                     progress)
-        finally:
-            self.train(was_training)
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _score_chunked(self, img: Repr, txt: Repr) -> Tensor:

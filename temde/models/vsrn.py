@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from temde.models.base import Repr
+from temde.models.base import GalleryScoring, Repr
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
 from temde.modules.vsrn_text import VSRNTextEncoder, l2norm
@@ -132,7 +132,7 @@ class VSRNImageEncoder(nn.Module):
         return l2norm(features, dim=-1), regions, mask
 
 
-class VSRN(nn.Module):
+class VSRN(GalleryScoring):
     """VSRN retrieval model (+ caption branch for training, + optional T-EMDE)."""
 
     def __init__(
@@ -237,14 +237,6 @@ class VSRN(nn.Module):
         return params
 
     # --- convenience -----------------------------------------------------------------------------------------
-    def similarity_matrix(self, images: Tensor, captions: Tensor, lengths: Tensor, **kwargs: Any) -> Tensor:
-        """(N_img, N_cap) scores from raw regions and token ids (see :func:`temde.retrieval.similarity_matrix`).
-
-        Runs in the module's current mode: call ``.eval()`` first for evaluation (BatchNorm running stats).
-        """
-        from temde.retrieval import similarity_matrix
-
-        return similarity_matrix(self, images, captions, lengths, **kwargs)
 
 
 class ImageEncoding(nn.Module):
