@@ -454,7 +454,8 @@ def plot(result: dict, path: Path) -> None:
     labels, fwd, fb = [], [], []
     for row, r in result["paper"].items():
         for name, c in r["cases"].items():
-            labels.append(f"{row}\n{name}")
+            short = {"vsrn_image_encoder": "vsrn enc", "vsrn_gcn": "4 gcn", "vsrn_temde_replace": "temde"}
+            labels.append(f"{short.get(row, row)}\n{short.get(name, name)}")
             fwd.append(c["fwd"]["median_ms"])
             fb.append(c["fwd_bwd"]["median_ms"])
     pos = np.arange(len(labels))
