@@ -40,11 +40,14 @@ def read_metrics_csv(path: str | Path) -> dict[str, dict[int, list[float]]]:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "epoch" not in reader.fieldnames:
             raise ValueError(f"{path}: expected a CSV header with an 'epoch' column (Lightning CSVLogger)")
+        last_epoch = -1
         for row in reader:
             try:
-                epoch = int(float(row["epoch"]))
+                epoch = last_epoch = int(float(row["epoch"]))
             except (TypeError, ValueError):
-                continue  # rows without an epoch (e.g. hparams) carry nothing to plot
+                # LearningRateMonitor logs at the start of an epoch without an epoch cell: it belongs to the
+                # epoch that follows the last one seen.
+                epoch = last_epoch + 1
             for col, cell in row.items():
                 if col in ("epoch", "step") or cell in (None, ""):
                     continue

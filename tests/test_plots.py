@@ -110,3 +110,17 @@ def test_visualize_retrieval_matches_argsort(tmp_path: Path, capsys) -> None:
         got = [int(j) for _, j in hits]
         assert got == np.argsort(-sims[i].astype(np.float64), kind="stable")[:k].tolist()
         assert [star == "*" for star, _ in hits] == [j // 5 == i for j in got]
+
+
+def test_learning_rate_rows_without_epoch_belong_to_the_next_epoch(tmp_path):
+    # Lightning's LearningRateMonitor writes its row at each epoch start with an empty epoch cell.
+    from temde.plots import read_metrics_csv
+
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(
+        "epoch,lr-Adam,step,train/loss_epoch\n"
+        ",0.001,0,\n0,,9,5.0\n,0.0001,10,\n1,,19,3.0\n"
+    )
+    series = read_metrics_csv(csv_path)
+    assert series["lr-Adam"] == {0: [0.001], 1: [0.0001]}
+    assert series["train/loss_epoch"] == {0: [5.0], 1: [3.0]}
