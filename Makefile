@@ -22,7 +22,9 @@ SWEEP ?= temde_bayes
 
 venv: $(STAMP)
 
-$(VENV_DIR)/.complete: requirements.txt
+# No file prerequisite: the directory name already carries the hash of requirements.txt, and a fresh clone's
+# newer mtime must not trigger a rebuild of a venv other clones share.
+$(VENV_DIR)/.complete:
 	@echo ">> creating $(VENV_DIR) (first time only: about 7 minutes, ~6 GB with the CUDA build of torch)"
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
