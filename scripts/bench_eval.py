@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temde.evaluation import retrieval_metrics  # noqa: E402
-from temde.models.base import Repr  # noqa: E402
+from temde.models.base import Repr, slice_repr  # noqa: E402
 from temde.models.sgraf import SGRAF  # noqa: E402
 from temde.retrieval import blocked_similarity, encode_images, encode_texts  # noqa: E402
 
@@ -147,7 +147,7 @@ def per_caption_loop(model: SGRAF, img: Repr, txt: Repr, device: torch.device, s
     img = {k: v.to(device) for k, v in img.items()}
     txt = {k: v.to(device) for k, v in txt.items()}
     for i in range(0, n_img, shard):
-        img_s = {k: v[i : i + shard] for k, v in img.items()}
+        img_s = slice_repr(img, i, i + shard)
         for j in range(n_cap):
             length = int(lengths[j])
             cap = {"words": txt["words"][j : j + 1, :length], "words_mask": txt["words_mask"][j : j + 1, :length],

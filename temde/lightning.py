@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from temde.distributed import gather_eval_parts, sharded_blocked_similarity
 from temde.evaluation import retrieval_metrics
-from temde.models.base import concat_reprs, to_device
+from temde.models.base import concat_reprs, index_repr, to_device
 
 
 class RetrievalLitModule(pl.LightningModule):
@@ -127,4 +127,4 @@ def _ordered(parts: list[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Tensor]
     index = torch.cat([p[0] for p in parts])
     rep = concat_reprs([p[1] for p in parts])
     order = torch.argsort(index)
-    return {k: v[order] for k, v in rep.items()}
+    return index_repr(rep, order)

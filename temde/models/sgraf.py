@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from temde.models.base import GalleryScoring, Repr
+from temde.models.base import GalleryScoring, Repr, index_repr, slice_repr
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
@@ -248,10 +248,10 @@ class SGRAF(GalleryScoring):
             per_caption = n_img * length  # (image, word) slots one more caption adds to the chunk
             n_cap = max(1, self.chunk_size // per_caption)
             idx = order[start : start + n_cap]
-            sub_txt = {k: v[idx] for k, v in txt.items()}
+            sub_txt = index_repr(txt, idx)
             img_step = n_img if per_caption <= self.chunk_size else max(1, self.chunk_size // length)
             for i in range(0, n_img, img_step):
-                sub_img = {k: v[i : i + img_step] for k, v in img.items()}
+                sub_img = slice_repr(img, i, i + img_step)
                 scores[i : i + img_step, idx] = self._score_all_pairs(sub_img, sub_txt).to(scores.dtype)
             start += n_cap
         return scores
