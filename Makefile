@@ -1,14 +1,16 @@
 # temde: every target creates the environment it needs first (fresh machine: `make train` or `make test`).
 SHELL := /bin/bash
 PYTHON ?= python3
-# The virtual environment lives in a cache keyed by requirements.txt and is linked as .venv, so clones and CI
-# runs on the same machine reuse it (torch alone is ~5 GB).
+# Third-party packages live in one environment cached under ~/.cache/temde, keyed by requirements.txt, that every
+# clone on the machine shares (torch alone is ~5 GB). It never holds temde itself: each checkout gets its own thin
+# .venv (seconds to make) that layers the shared packages under *this* checkout's code, so no clone can re-point
+# another's imports.
 VENV_CACHE ?= $(HOME)/.cache/temde
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
 VENV_DIR := $(VENV_CACHE)/venv-$(REQ_HASH)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := build/.installed-$(REQ_HASH)
+STAMP := $(VENV)/.temde-$(REQ_HASH)
 
 CONFIG ?= synthetic_sgr_temde
 EXPERIMENT := $(if $(CONFIG),experiment=$(CONFIG),)
@@ -32,10 +34,11 @@ $(VENV_DIR)/.complete:
 	$(VENV_DIR)/bin/pip install -q -r requirements.txt
 	touch $@
 
-$(STAMP): $(VENV_DIR)/.complete pyproject.toml
-	ln -sfn $(VENV_DIR) $(VENV)
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	@mkdir -p build && rm -f build/.installed-* && touch $@
+$(STAMP): $(VENV_DIR)/.complete
+	rm -rf $(VENV)
+	$(VENV_DIR)/bin/python -m venv --without-pip $(VENV)
+	$(PY) scripts/link_venv.py $(VENV_DIR) $(CURDIR)
+	touch $@
 
 ## Train (default: SGR + T-EMDE on the built-in synthetic dataset, CPU, minutes). CONFIG=<experiment name>
 train: venv
@@ -48,11 +51,11 @@ eval: venv
 
 ## Lint + unit tests (what CI runs)
 test: venv
-	$(VENV)/bin/ruff check .
+	$(VENV_DIR)/bin/ruff check .
 	$(PY) -m pytest -q $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check .
+	$(VENV_DIR)/bin/ruff check .
 
 ## Reproduce a paper table: make reproduce TABLE=f30k|coco1k|coco5k [DATA=synthetic] [ARGS=--dry-run]
 reproduce: venv
@@ -68,4 +71,4 @@ bench: venv
 	$(PY) scripts/bench_eval.py $(ARGS)
 
 clean-venv:
-	rm -rf $(VENV) build/.installed-*
+	rm -rf $(VENV)
