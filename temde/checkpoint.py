@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from temde.models.legacy import upgrade_model_config
+
 FORMAT = "temde-model-v1"
 
 
@@ -81,7 +83,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
             f"{path}: not a temde checkpoint (no 'format': '{FORMAT}' and no Lightning hyper_parameters). "
             "Official checkpoints are converted with: python -m temde.convert {sgraf|vsrn} <in> <out>"
         )
-    model = build_model(config)
+    model = build_model(upgrade_model_config(config))
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, payload

@@ -102,7 +102,7 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
         models.append((model, vocab))
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
-                              cfg.eval.batch_size, resolve_device(cfg.eval.device),
+                              cfg.data.eval_batch_size, resolve_device(cfg.eval.device),
                               out_dir if cfg.save_sims else None)
     write_metrics(results, out_dir, {"checkpoints": [str(p) for p in paths], "data": cfg.data.name})
     return results

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = {"vocab_size": 40, "img_dim": 12, "embed_size": 16, "word_dim": 8, "dim_hidden": 10, "dim_word": 6}
-TEMDE_SMALL = {"depth": 2, "hyperplanes": 3}
+TEMDE_SMALL = {"kind": "temde", "depth": 2, "hyperplanes": 3}
 
 
 def make_batch(batch: int = 6, regions: int = 5, img_dim: int = 12, vocab: int = 40, seed: int = 0):
@@ -53,7 +53,7 @@ def test_rsgcn_block_starts_as_identity():
 @pytest.mark.parametrize("variant", ["f30k", "coco"])
 def test_padded_regions_do_not_matter(variant):
     torch.manual_seed(0)
-    model = VSRN(**SMALL, variant=variant, global_encoder="temde", temde=TEMDE_SMALL)
+    model = VSRN(**SMALL, variant=variant, sketch="additive", global_pooling=TEMDE_SMALL)
     batch = make_batch(regions=5)
     padded = torch.cat([batch["images"], 50 * torch.randn(6, 3, 12)], dim=1)
     mask = torch.cat([torch.ones(6, 5, dtype=torch.bool), torch.zeros(6, 3, dtype=torch.bool)], dim=1)
@@ -179,7 +179,7 @@ def test_official_duplicate_parameter_quirk_changes_the_update():
 
 def test_temde_additive_similarity_and_indexable_sketches():
     torch.manual_seed(0)
-    model = VSRN(**SMALL, global_encoder="temde", temde_mode="additive", temde=TEMDE_SMALL,
+    model = VSRN(**SMALL, sketch="additive", global_pooling=TEMDE_SMALL,
                  learn_temde_weight=True, temde_weight=0.5)
     batch = make_batch(batch=8)
     model.train()
@@ -205,7 +205,7 @@ def test_temde_additive_similarity_and_indexable_sketches():
 
 def test_temde_replace_has_no_gcn_and_trains():
     torch.manual_seed(0)
-    model = VSRN(**SMALL, global_encoder="temde", temde_mode="replace", temde=TEMDE_SMALL)
+    model = VSRN(**SMALL, sketch="replace", global_pooling=TEMDE_SMALL)
     names = [k for k, _ in model.named_parameters()]
     assert not any("blocks" in k for k in names) and any("reasoning.sketcher" in k for k in names)
     batch = make_batch()
@@ -264,8 +264,14 @@ def test_similarity_matrix_and_latency_cases():
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="variant"):
         VSRN(**SMALL, variant="flickr")
-    with pytest.raises(ValueError, match="global_encoder"):
-        VSRN(**SMALL, global_encoder="sa")
+    with pytest.raises(ValueError, match="sketch"):
+        VSRN(**SMALL, sketch="sa")
+    with pytest.raises(ValueError, match="T-EMDE spec"):  # sketcher options without a sketch switch, and back
+        VSRN(**SMALL, global_pooling=TEMDE_SMALL)
+    with pytest.raises(ValueError, match="T-EMDE spec"):
+        VSRN(**SMALL, sketch="additive")
+    with pytest.raises(ValueError, match="T-EMDE global pooling"):
+        VSRN(**SMALL, sketch="additive", global_pooling={"kind": "mean"})
 
 
 @pytest.mark.parametrize("experiment", ["f30k_vsrn", "f30k_vsrn_temde", "coco_vsrn", "coco_vsrn_temde",
@@ -283,7 +289,8 @@ def test_experiment_configs_compose(experiment):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=False)
     assert hydra is not None and cfg.model._target_ == "temde.models.vsrn.VSRN"
     assert cfg.model_selection == "r1r5" and cfg.data.batch_size == 128
-    assert cfg.model.global_encoder == ("temde" if experiment.endswith("temde") else "gcn")
+    assert cfg.model.sketch == ("additive" if experiment.endswith("temde") else "none")
+    assert ("global_pooling" in cfg.model) == experiment.endswith("temde")  # stored only when used
     if not experiment.startswith("synthetic"):
         coco = experiment.startswith("coco")
         assert cfg.model.variant == ("coco" if coco else "f30k")

@@ -92,7 +92,7 @@ def model_config_from_opt(opt: argparse.Namespace, path: str | Path = "<checkpoi
     for key in OPTION_KEYS:
         value = getattr(opt, key)
         config[key] = value.item() if isinstance(value, np.generic) else value
-    config.update(global_encoder="sa")
+    config.update(global_pooling={"kind": "sa"})
     return config
 
 

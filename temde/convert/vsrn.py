@@ -172,7 +172,7 @@ def model_config_from_checkpoint(ckpt: dict[str, Any], path: Path, vocab: Any = 
         "num_layers": int(num_layers),
         "variant": _variant(opt, has_bn, path),
         "num_gcn_blocks": len(blocks),
-        "global_encoder": "gcn",
+        "sketch": "none",
         "caption_branch": False,  # not in released checkpoints
     }
     # Caption-branch options: recorded so a converted model can be fine-tuned with the branch switched on.

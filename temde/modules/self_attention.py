@@ -15,18 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from temde.modules.init import xavier_linears_
-from temde.modules.norms import l2norm
+from temde.modules.norms import l2norm, masked_mean
 
 SA_DROPOUT = 0.4  # official: dropout 0.4 in the local and global branches of VisualSA / TextSA
 NUM_REGIONS = 36  # official: 36 bottom-up-attention regions; VisualSA's BN treats the slots as channels
-
-
-def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of (B, T, D) over the valid positions of ``mask`` (B, T) bool."""
-    if mask is None:
-        return x.mean(dim=1)
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
 def _attend(x: Tensor, local_emb: Tensor, global_emb: Tensor, gate: nn.Module, mask: Tensor | None) -> Tensor:

@@ -47,14 +47,12 @@ Only depends on torch: this file can be copied out of the repository as is.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["TEMDE", "build_sketchers"]
+__all__ = ["TEMDE"]
 
 BIAS_INITS = ("median", "random", "zero")
 NORMALIZATIONS = ("l2", "l1", "none")
@@ -341,21 +339,3 @@ def _column_quantiles(values: Tensor, q: Tensor) -> Tensor:
     frac = (pos - lo).to(values.dtype)
     cols = torch.arange(values.shape[1], device=values.device)
     return sorted_vals[lo, cols] * (1 - frac) + sorted_vals[hi, cols] * frac
-
-
-def build_sketchers(dim: int, config: Mapping[str, Any] | None = None) -> tuple[TEMDE, TEMDE]:
-    """(image_sketcher, text_sketcher) from a config dict of TEMDE kwargs plus ``shared`` (default True).
-
-    ``shared=True`` returns the *same* instance twice, so both modalities are histograms over the same
-    buckets (the reconstruction's default); ``shared=False`` gives two independent sketchers. The caller's
-    mapping is not modified.
-    """
-    kwargs = dict(config or {})
-    shared = bool(kwargs.pop("shared", True))
-    kwargs.pop("dim", None)
-    try:
-        image = TEMDE(dim, **kwargs)
-        text = image if shared else TEMDE(dim, **kwargs)
-    except TypeError as err:
-        raise TypeError(f"build_sketchers (temde/modules/temde.py): bad T-EMDE config {kwargs}: {err}") from err
-    return image, text
