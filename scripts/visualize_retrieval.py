@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k
+from temde.data.layout import CAPTIONS_PER_IMAGE
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

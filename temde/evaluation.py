@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-CAPTIONS_PER_IMAGE = 5  # SCAN/SGRAF layout: captions 5k..5k+4 belong to image k (sgraf.md §1.1)
+from temde.data.layout import CAPTIONS_PER_IMAGE
+
 RECALL_KS = (1, 5, 10)  # R@1, R@5, R@10 reported by every paper in the table
 N_FOLDS = 5  # COCO 1K = mean over 5 folds of the 5K testall split (sgraf.md §4.7, issue #7)
 _ROW_BLOCK = 512  # rows per comparison block: bounds the boolean temporaries to ~block x n_captions bytes

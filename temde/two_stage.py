@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from temde.data.layout import CAPTIONS_PER_IMAGE
 from temde.models.base import Repr, index_repr, repr_len, to_device
 
-CAPTIONS_PER_IMAGE = 5
 RECALL_KS = (1, 5, 10)
 MISS_RANK = 2**62  # rank given to a ground truth that is not in the shortlist
 

@@ -22,8 +22,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from temde.data.layout import CAPTIONS_PER_IMAGE
 
-CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k (sgraf.md §1.1)
 KARPATHY_SPLITS = ("train", "restval", "val", "test")  # split values in Karpathy's dataset_coco.json
 SCAN_NAMES = {"train": "train", "restval": "restval", "val": "dev", "test": "testall"}  # SCAN file prefixes
 

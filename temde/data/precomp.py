@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from temde.data.vocab import Vocabulary
+from temde.data.layout import CAPTIONS_PER_IMAGE
 
-CAPTIONS_PER_IMAGE = 5  # SCAN / Flickr30K / COCO convention: captions 5k..5k+4 describe image k
 DATA_HELP = "see data/README.md for where to download the SCAN features and how the tree must look"
 
 

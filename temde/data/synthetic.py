@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
-from temde.data.precomp import CAPTIONS_PER_IMAGE
+from temde.data.layout import CAPTIONS_PER_IMAGE
 from temde.data.vocab import build_vocab
 
 OBJECTS = (

@@ -10,9 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from temde.modules.norms import l2norm_clamped, lengths_to_mask
-
-# Official EncoderText.init_weights: embedding ~ U(-0.1, 0.1).
-EMBED_INIT_RANGE = 0.1
+from temde.modules.text import EMBED_INIT_RANGE  # official VSRN EncoderText.init_weights: U(-0.1, 0.1) too
 
 
 class VSRNTextEncoder(nn.Module):
