@@ -14,14 +14,14 @@ from pathlib import Path
 
 from temde.checkpoint import save_model
 from temde.convert import KINDS, convert_official
+from temde.convert.sgraf import official_meta
+from temde.data.vocab import load_vocab
 
 
 def _load_word2idx(path: str | None) -> dict[str, int] | None:
     """Vocabulary file (SCAN JSON or VSRN pickle, via ``temde.data.vocab.load_vocab``) -> word2idx."""
     if path is None:
         return None
-    from temde.data.vocab import load_vocab
-
     return dict(load_vocab(path).word2idx)
 
 
@@ -40,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     meta = {"source": str(args.checkpoint), "kind": args.kind}
     if args.kind == "sgraf":
-        from temde.convert.sgraf import official_meta
-
         meta.update(official_meta(args.checkpoint))
     out = save_model(args.out, model, config, word2idx, meta)
     n_params = sum(p.numel() for p in model.parameters())

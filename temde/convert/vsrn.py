@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from temde.data.vocab import load_vocab
 from temde.models.vsrn import VSRN
 
 TARGET = "temde.models.vsrn.VSRN"
@@ -72,8 +73,6 @@ def _vocab_len(vocab: Any) -> int | None:
     if vocab is None:
         return None
     if isinstance(vocab, (str, Path)):
-        from temde.data.vocab import load_vocab
-
         vocab = load_vocab(vocab)
     if isinstance(vocab, dict) and isinstance(vocab.get("word2idx"), dict):
         vocab = vocab["word2idx"]

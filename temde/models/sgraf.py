@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from temde.losses import ContrastiveLoss
 from temde.models.base import GalleryScoring, Repr, index_repr, slice_repr
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
@@ -179,8 +180,6 @@ class SGRAF(GalleryScoring):
         """Optional global-vector contrastive loss (``global_loss_weight``); nothing by default (official)."""
         if self.global_loss_weight <= 0:
             return {}
-        from temde.losses import ContrastiveLoss
-
         scores = img["global"] @ txt["global"].t()
         loss = ContrastiveLoss(max_violation=self.global_loss_max_violation)(scores)
         return {"global_contrastive": self.global_loss_weight * loss}
