@@ -24,9 +24,6 @@ from temde.models.vsrn import VSRN
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
 
-VOCAB_DIR = Path("/work/shared/reference/vocab")
-if not VOCAB_DIR.is_dir():  # a checkout elsewhere may keep the reference files next to the repository
-    VOCAB_DIR = Path(__file__).resolve().parents[1] / "shared" / "reference" / "vocab"
 
 # Small dims for the numerical checks (the official values are 2048 / 2048 / 300 / 8481|10006).
 D, F_IMG, W_DIM, V = 16, 12, 8, 30
@@ -239,7 +236,8 @@ def test_exact_official_key_list_and_shapes():
         assert sum(p.numel() for p in model.txt_enc.parameters()) == txt_params
 
 
-def test_vocab_mismatch_is_an_error(tmp_path):
+def test_vocab_mismatch_is_an_error(tmp_path, reference_vocab_dir):
+    VOCAB_DIR = reference_vocab_dir
     path, _, _ = make_official(tmp_path, True)
     with pytest.raises(ConversionError, match="has 8481 words but the checkpoint's embedding has 30"):
         convert_vsrn(path, vocab=VOCAB_DIR / "vsrn_f30k_precomp_vocab.pkl")
@@ -309,10 +307,8 @@ def test_checkpoint_with_arbitrary_globals_is_refused(tmp_path):
     ("f30k", 8481, {"the": 2488, "a": 3256, "man": 4845, "dog": 4430, "woman": 7471, ".": 348, ",": 4313}),
     ("coco", 10006, {"the": 3228, "a": 8427, "man": 6374, "dog": 6260, "woman": 4727, ".": 97, ",": 8749}),
 ])
-def test_official_vocab_pickles_load(name, size, checks):
-    path = VOCAB_DIR / f"vsrn_{name}_precomp_vocab.pkl"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
+def test_official_vocab_pickles_load(name, size, checks, reference_vocab_dir):
+    path = reference_vocab_dir / f"vsrn_{name}_precomp_vocab.pkl"
     vocab = load_vsrn_vocab(path)
     assert len(vocab) == size
     assert [vocab.word2idx[t] for t in ("<pad>", "<start>", "<end>", "<unk>")] == [0, 1, 2, 3]
