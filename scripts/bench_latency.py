@@ -158,7 +158,7 @@ PAPER_ROWS = [
     Row("image", Shape(PAPER_BATCH, PAPER_REGIONS, PAPER_DIM), ("temde", "sa_visual", "mhsa", "mean"), "sa_visual"),
     Row("text", Shape(PAPER_BATCH, PAPER_CAPTION_LENGTHS[1], PAPER_DIM, PAPER_CAPTION_LENGTHS),
         ("temde", "sa_text", "mhsa", "mean"), "sa_text"),
-    # Whole VSRN image encoder at paper shapes: 4 region-GCN blocks vs the T-EMDE replacement (temde.md).
+    # Whole VSRN image encoder at paper shapes: 4 region-GCN blocks vs the T-EMDE replacement (docs/temde.md).
     Row("vsrn_image_encoder", Shape(PAPER_BATCH, PAPER_REGIONS, VSRN_EMBED), ("vsrn_gcn", "vsrn_temde_replace"),
         "vsrn_gcn", "vsrn_temde_replace"),
 ]

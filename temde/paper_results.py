@@ -14,7 +14,7 @@ import yaml
 from temde.evaluation import RECALL_KEYS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "experiments" / "paper_results.yaml"
-PROTOCOLS = ("f30k_test", "coco_1k_fold5", "coco_5k")  # F30K 1K test; COCO 1K (5 folds); COCO 5K (sgraf.md §4)
+PROTOCOLS = ("f30k_test", "coco_1k_fold5", "coco_5k")  # F30K 1K test; COCO 1K (5 folds); COCO 5K (docs/evaluation.md, "Protocol")
 SOURCES = ("sgraf_paper", "sgraf_readme", "temde_paper", "vsrn_paper", "third_party")
 
 

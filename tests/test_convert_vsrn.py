@@ -1,7 +1,7 @@
 """Official VSRN checkpoints and vocabulary pickles: safe loading, strict key mapping, numerical equivalence.
 
-The reference forward pass below is written from the specification (docs: shared reference vsrn.md sections 2.1-2.3
-and 5), on the *official* state-dict layout (Conv1d weights, channel-first GCN, l2norm along dim 1, GRU gate
+The reference forward pass below is written from the specification (docs/vsrn.md, "Two official paths"
+and "Official checkpoint format"), on the *official* state-dict layout (Conv1d weights, channel-first GCN, l2norm along dim 1, GRU gate
 equations spelled out), independently of temde.models.vsrn.
 """
 
@@ -34,7 +34,7 @@ N_REGIONS = 36  # official region count
 # Official-format checkpoints built from random weights
 # ---------------------------------------------------------------------------------------------------------------
 def official_image_shapes(d: int, f: int, f30k: bool, blocks: int = 4) -> OrderedDict[str, tuple]:
-    """Key -> shape of the official EncoderImagePrecompAttn state dict, in registration order (vsrn.md 5)."""
+    """Key -> shape of the official EncoderImagePrecompAttn state dict, in registration order (docs/vsrn.md, "Official checkpoint format")."""
     shapes: OrderedDict[str, tuple] = OrderedDict()
     shapes["fc.weight"], shapes["fc.bias"] = (d, f), (d,)
     for name in ("weight_ih_l0", "weight_hh_l0"):
@@ -79,7 +79,7 @@ def random_state(shapes: OrderedDict[str, tuple], gen: torch.Generator) -> Order
 
 
 def official_opt(data_name: str, **overrides) -> argparse.Namespace:
-    """Every train.py option (vsrn.md 2.5) with small dims, plus vocab_size."""
+    """Every train.py option (docs/vsrn.md, "Official options") with small dims, plus vocab_size."""
     opt = dict(data_path="/data", data_name=data_name, vocab_path="./vocab/", margin=0.2, num_epochs=30,
                batch_size=128, word_dim=W_DIM, embed_size=D, grad_clip=2.0, crop_size=224, num_layers=1,
                learning_rate=0.0002, lr_update=15, workers=10, log_step=10, val_step=500, logger_name="runs/runX",
@@ -219,7 +219,7 @@ def test_convert_returns_config_that_rebuilds_the_model(tmp_path):
 
 
 def test_exact_official_key_list_and_shapes():
-    """Full-size official layout (vsrn.md section 5) maps one-to-one onto our model, for both paths."""
+    """Full-size official layout (docs/vsrn.md, "Official checkpoint format") maps one-to-one onto our model, for both paths."""
     for f30k, vocab, img_params, txt_params in ((True, 8481, 96_536_576, 16_982_700),
                                                 (False, 10006, 96_532_480, 17_440_200)):
         img = {k: torch.empty(s, device="meta") for k, s in official_image_shapes(2048, 2048, f30k).items()}

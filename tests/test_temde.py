@@ -1,4 +1,4 @@
-"""Properties of the T-EMDE sketch (temde.md "Tests the module must pass"), each checked against an
+"""Properties of the T-EMDE sketch (docs/temde.md, "Tests"), each checked against an
 independent brute-force computation written here from the spec (explicit loops over buckets and bits)."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def make_batch(batch: int = 6, regions: int = 5, img_dim: int = 12, vocab: int =
 def test_protocol_and_official_parameter_count():
     model = VSRN(**SMALL)
     assert isinstance(model, RetrievalModel)
-    # Official Adam list: 85 entries, 69 unique tensors (vsrn.md 3.3) on the F30K path.
+    # Official Adam list: 85 entries, 69 unique tensors (docs/vsrn.md, "Optimizer quirk") on the F30K path.
     assert len(list(model.parameters())) == 69
     assert len(VSRN(**SMALL, duplicate_caption_parameters=True).optimizer_parameters()) == 85
 
@@ -83,7 +83,7 @@ def test_text_encoder_last_valid_state_any_order():
 
 
 def test_caption_targets_worked_example():
-    # vsrn.md 1.3 worked example (F30K ids of "a man is riding a bike ."), batched with a longer caption.
+    # docs/vsrn.md "Caption targets" worked example (F30K ids of "a man is riding a bike ."), batched with a longer caption.
     short = [1, 3256, 4845, 4546, 1891, 3256, 2120, 348, 2]
     long = [1, *range(10, 20), 2]
     tokens = torch.zeros(2, 12, dtype=torch.long)
@@ -105,7 +105,7 @@ def test_caption_targets_truncation_at_max_len():
 
 
 def test_decoder_matches_spec_reference():
-    """Teacher forcing per vsrn.md 2.4, written out step by step (eval mode: dropout off)."""
+    """Teacher forcing per docs/vsrn.md "Caption branch", written out step by step (eval mode: dropout off)."""
     torch.manual_seed(0)
     gen = CaptionGenerator(vocab_size=20, dim_vid=12, dim_hidden=8, dim_word=5).eval()
     regions = torch.randn(3, 7, 12)

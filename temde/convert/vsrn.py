@@ -1,6 +1,6 @@
 """Official VSRN checkpoints (``model_best.pth.tar``, ``model_{coco,fliker}_{1,2}.pth.tar``) -> :class:`VSRN`.
 
-File layout (vsrn.md section 5): ``{'epoch', 'model': [image_encoder_state, text_encoder_state], 'best_rsum',
+File layout (docs/vsrn.md, "Official checkpoint format"): ``{'epoch', 'model': [image_encoder_state, text_encoder_state], 'best_rsum',
 'opt': argparse.Namespace, 'Eiters'}``, written by Python 2 / torch 0.4.1 (legacy serialization, CUDA tensors).
 The caption branch is not saved, so the converted model has none (``caption_branch=False``).
 
@@ -27,7 +27,7 @@ from temde.data.vocab import load_vocab
 from temde.models.vsrn import VSRN
 
 TARGET = "temde.models.vsrn.VSRN"
-# opt.data_name of the Flickr30K path (official code: `data_name == 'f30k_precomp'` selects it, vsrn.md 2.2).
+# opt.data_name of the Flickr30K path (official code: `data_name == 'f30k_precomp'` selects it, docs/vsrn.md, "Two official paths").
 F30K_DATA_NAME = "f30k_precomp"
 _GCN_KEY = re.compile(r"^Rs_GCN_(\d+)\.(g|theta|phi|W\.0|W\.1)\.(.+)$")
 _GCN_PARTS = {"g": "g", "theta": "theta", "phi": "phi", "W.0": "proj", "W.1": "bn"}

@@ -1,7 +1,7 @@
 """Build SCAN-format caption files from the official COCO annotations and a Karpathy split file.
 
 SCAN ``<split>_caps.txt`` holds 5 consecutive captions per image, in image order (caption ``5k + i`` describes
-image ``k``; sgraf.md §1.1). The split file (Karpathy's ``dataset_coco.json``) decides which images form a split
+image ``k``; docs/sgraf.md, "Data layout"). The split file (Karpathy's ``dataset_coco.json``) decides which images form a split
 and their order; the captions come from the official COCO caption JSON read with pycocotools (or, without it,
 from the split file's own ``sentences``). Alongside we write ``<split>_ids.txt`` (one image id per line, aligned
 with the feature rows) and ``<split>_images.txt`` (``filepath/filename`` per line, the input list of

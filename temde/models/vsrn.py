@@ -160,7 +160,7 @@ class VSRN(GalleryScoring):
         input_dropout_p: float = 0.2,  # official --input_dropout_p
         duplicate_caption_parameters: bool = False,
     ) -> None:
-        """``duplicate_caption_parameters`` reproduces the official optimizer quirk (vsrn.md 3.3): the caption
+        """``duplicate_caption_parameters`` reproduces the official optimizer quirk (docs/vsrn.md, "Optimizer quirk"): the caption
         branch parameters appear twice in the list given to Adam and to gradient clipping, so they count twice
         in the clipping norm and get two Adam updates per step (use ``Adam(foreach=False)`` to match torch 0.4).
         """

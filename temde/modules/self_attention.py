@@ -3,7 +3,7 @@
 A global vector is a softmax-weighted sum of the *original* local features, where the weights come from a
 gate ``Linear(dim -> 1)`` applied to ``local_embedding * global_embedding`` (the global embedding is computed
 from the mean of the locals). Submodule names (``embedding_local``, ``embedding_global``, ``embedding_common``
-Sequentials) match the official checkpoint keys (sgraf.md section 5).
+Sequentials) match the official checkpoint keys (docs/sgraf.md, "Official checkpoint format").
 
 The official ``TextSA`` runs per caption on its ``L_i`` valid words; here padding is handled with a masked mean
 and a masked softmax, which gives the same vector for every caption of a padded batch.

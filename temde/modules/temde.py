@@ -27,7 +27,7 @@ Cost per token: ``depth*K*D`` (one fused projection for all depths) + ``depth*(2
 i.e. linear in the number of tokens; SGRAF's self-attention pooling is ``~D^2`` per token (about 16x more
 multiply-adds at D = 1024, depth 8, K = 7).
 
-Scale (reference note 3.3, "mind the scale"): with L2-normalized inputs and unit-variance hyperplanes the
+Scale (docs/temde.md, "Data-dependent scale"): with L2-normalized inputs and unit-variance hyperplanes the
 projections are ~N(0, 1) around the median, so ``sigmoid`` stays near 0.5 and every token spreads over
 almost all buckets. Our choice: when the biases are initialized from the first batch (DLSH "standardize"),
 each hyperplane is also rescaled so that its centred projections have standard deviation ``init_scale``
