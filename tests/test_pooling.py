@@ -93,7 +93,6 @@ def test_signature_padding_and_permutation_invariance(name, enc):
 
 
 def test_sa_visual_through_factory():
-    pytest.importorskip("temde.modules.self_attention")
     torch.manual_seed(0)
     enc = build_global_encoder("sa_visual", DIM, num_region=5).eval()
     x = torch.randn(4, 5, DIM)
