@@ -133,3 +133,23 @@ def test_no_function_level_imports_of_the_project():
 def test_pending_list_only_names_imports_that_still_exist():
     stale = sorted(PENDING_LOCAL_IMPORTS - _local_imports())
     assert not stale, f"fixed, remove from PENDING_LOCAL_IMPORTS: {stale}"
+
+
+# What each lower layer may import from the project (itself included). Models know nothing of training,
+# evaluation, files or devices; layers and data know nothing of models.
+LAYERS = {
+    "temde.data": ("temde.data", "temde.errors"),
+    "temde.modules": ("temde.modules", "temde.errors"),
+    "temde.losses": ("temde.errors",),
+    "temde.models": ("temde.models", "temde.modules", "temde.losses", "temde.repr", "temde.errors"),
+}
+
+
+def _layer(name: str) -> str | None:
+    return next((layer for layer in LAYERS if name == layer or name.startswith(layer + ".")), None)
+
+
+def test_lower_layers_import_only_what_comes_before_them():
+    bad = sorted((name, target) for name, targets in _graph().items() if (layer := _layer(name))
+                 for target in targets if not any(target == a or target.startswith(a + ".") for a in LAYERS[layer]))
+    assert not bad, "layering violations:\n" + "\n".join(f"  {a} imports {b}" for a, b in bad)
