@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
+from temde.errors import InputError
 from temde.modules.pooling import (
     GLOBAL_ENCODERS,
     GLOBAL_POOLINGS,
@@ -135,9 +136,9 @@ def test_global_pooling_spec_builds_shared_or_per_modality_sketchers():
     assert not torch.equal(pooling.image.hyperplanes, pooling.text.hyperplanes)
     pooling = build_global_pooling({"kind": "temde"}, DIM)
     assert pooling.image is pooling.text and pooling.image.depth == 8 and pooling.image.width == 128
-    with pytest.raises(TypeError, match="bad temde options"):
+    with pytest.raises(InputError, match="model.global_pooling: bad temde options"):
         build_global_pooling({"kind": "temde", "depht": 2}, DIM)
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(InputError, match="kind must be one of"):
         build_global_pooling({"depth": 2}, DIM)
 
 
@@ -145,7 +146,7 @@ def test_global_pooling_sa_and_baselines():
     pooling = build_global_pooling(None, DIM, num_region=5, dropout=0.0)  # default: SGRAF's official SA
     assert isinstance(pooling.image, VisualSA) and isinstance(pooling.text, TextSA) and pooling.dim == DIM
     assert not pooling.is_sketch
-    with pytest.raises(TypeError, match="sa takes no options"):
+    with pytest.raises(InputError, match="sa takes no options"):
         build_global_pooling({"kind": "sa", "heads": 2}, DIM)
     for kind in ("mhsa", "mean"):
         pooling = build_global_pooling({"kind": kind, **({"heads": 2} if kind == "mhsa" else {})}, DIM)

@@ -270,7 +270,7 @@ def test_bad_options_are_rejected():
         VSRN(**SMALL, global_pooling=TEMDE_SMALL)
     with pytest.raises(ValueError, match="T-EMDE spec"):
         VSRN(**SMALL, sketch="additive")
-    with pytest.raises(ValueError, match="T-EMDE global pooling"):
+    with pytest.raises(ValueError, match="sketch needs a T-EMDE kind"):
         VSRN(**SMALL, sketch="additive", global_pooling={"kind": "mean"})
 
 

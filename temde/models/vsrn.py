@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from temde.errors import InputError
 from temde.models.base import GalleryScoring, Repr
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
@@ -61,7 +62,8 @@ def _build_sketchers(dim: int, spec: Mapping[str, Any] | None) -> tuple[nn.Modul
     """(image sketcher, text sketcher, flat sketch size) from a ``configs/global`` T-EMDE spec."""
     pooling = build_global_pooling(spec, dim)
     if not pooling.is_sketch:
-        raise ValueError(f"VSRN: sketch needs a T-EMDE global pooling (global=temde...), got kind {pooling.kind!r}")
+        raise InputError("model.global_pooling", f"VSRN's sketch needs a T-EMDE kind (global=temde...), got "
+                         f"{pooling.kind!r}")
     return pooling.image, pooling.text, pooling.dim
 
 
@@ -168,8 +170,8 @@ class VSRN(GalleryScoring):
         _check_choice("variant", variant, VARIANTS)
         _check_choice("sketch", sketch, SKETCH_MODES)
         if (sketch == "none") != (global_pooling is None):
-            raise ValueError(f"VSRN: sketch={sketch!r} with global_pooling={global_pooling!r}: a T-EMDE spec "
-                             "(global=temde...) goes with sketch=additive|replace, and only with them")
+            raise InputError("model.sketch", f"sketch={sketch!r} with global_pooling={global_pooling!r}: a T-EMDE "
+                             "spec (global=temde...) goes with sketch=additive|replace, and only with them")
         self.variant = variant
         self.sketch = sketch
         self.additive = sketch == "additive"

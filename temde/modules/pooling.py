@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from temde.errors import InputError
 from temde.modules.norms import l2norm, masked_mean
 from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
 from temde.modules.temde import TEMDE
@@ -162,17 +163,17 @@ def build_global_pooling(spec: Mapping[str, Any] | None, dim: int, *, num_region
 
     ``spec`` is ``{"kind": one of GLOBAL_POOLINGS, **options}``; ``None`` means ``{"kind": "sa"}`` (official
     SGRAF). ``num_region`` / ``dropout`` are the model's own settings that ``sa`` needs. The caller's mapping is
-    not modified.
+    not modified. A bad spec is an :class:`~temde.errors.InputError` naming ``model.global_pooling``.
     """
     options = dict(spec or {"kind": "sa"})
     kind = options.pop("kind", None)
-    where = "build_global_pooling (temde/modules/pooling.py)"
+    where = "model.global_pooling"
     if kind not in GLOBAL_POOLINGS:
-        raise ValueError(f"{where}: global pooling kind must be one of {GLOBAL_POOLINGS}, got {kind!r}")
+        raise InputError(f"{where}.kind", f"global pooling kind must be one of {GLOBAL_POOLINGS}, got {kind!r}")
+    if kind == "sa" and options:
+        raise InputError(where, f"sa takes no options (num_region, dropout are the model's), got {sorted(options)}")
     try:
         if kind == "sa":
-            if options:
-                raise TypeError(f"sa takes no options (num_region, dropout are the model's), got {sorted(options)}")
             return GlobalPooling(kind, VisualSA(dim, num_region, dropout), TextSA(dim, dropout), dim)
         if kind == "temde":
             shared = bool(options.pop("shared", True))
@@ -182,4 +183,4 @@ def build_global_pooling(spec: Mapping[str, Any] | None, dim: int, *, num_region
         image = L2Pooling(build_global_encoder(kind, dim, **options))
         return GlobalPooling(kind, image, L2Pooling(build_global_encoder(kind, dim, **options)), dim)
     except TypeError as err:
-        raise TypeError(f"{where}: bad {kind} options {options}: {err}") from err
+        raise InputError(where, f"bad {kind} options {options}: {err}") from err
