@@ -42,3 +42,17 @@ def test_each_shared_constant_and_helper_has_one_home():
     assert all(homes.values()), f"not defined anywhere: {[n for n, f in homes.items() if not f]}"
     assert duplicated <= PENDING_DUPLICATES, {n: homes[n] for n in duplicated - PENDING_DUPLICATES}
     assert not PENDING_DUPLICATES - duplicated, f"fixed, drop from PENDING_DUPLICATES: {PENDING_DUPLICATES - duplicated}"
+
+
+def test_readme_module_table_lists_every_module():
+    """The README's architecture table names every top-level module and package of temde/ and their files."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Architecture"):]
+    table = table[: table.index("\n## ")]
+    missing = [str(p.relative_to(REPO)) for p in sorted((REPO / "temde").iterdir())
+               if (p.suffix == ".py" and p.name != "__init__.py" and f"`{p.relative_to(REPO)}`" not in table)
+               or (p.is_dir() and p.name != "__pycache__" and f"`{p.relative_to(REPO)}/`" not in table)]
+    for package in ("data", "modules", "models"):
+        missing += [f"temde/{package}/{p.name}" for p in sorted((REPO / "temde" / package).glob("*.py"))
+                    if p.name != "__init__.py" and f"`{p.name}`" not in table]
+    assert not missing, f"README architecture table lacks: {missing}"
