@@ -138,6 +138,8 @@ def test_global_pooling_spec_builds_shared_or_per_modality_sketchers():
     assert pooling.image is pooling.text and pooling.image.depth == 8 and pooling.image.width == 128
     with pytest.raises(InputError, match="model.global_pooling: bad temde options"):
         build_global_pooling({"kind": "temde", "depht": 2}, DIM)
+    with pytest.raises(InputError, match="bias_init must be one of"):
+        build_global_pooling({"kind": "temde", "bias_init": "mean"}, DIM)
     with pytest.raises(InputError, match="kind must be one of"):
         build_global_pooling({"depth": 2}, DIM)
 

@@ -182,5 +182,5 @@ def build_global_pooling(spec: Mapping[str, Any] | None, dim: int, *, num_region
             return GlobalPooling(kind, image, text, image.sketch_dim)
         image = L2Pooling(build_global_encoder(kind, dim, **options))
         return GlobalPooling(kind, image, L2Pooling(build_global_encoder(kind, dim, **options)), dim)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # unknown option names or values the module refuses
         raise InputError(where, f"bad {kind} options {options}: {err}") from err
