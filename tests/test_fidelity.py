@@ -25,12 +25,35 @@ from tests.conftest import REPO
 from tests.helpers import compose_config, tiny_train_overrides
 
 VSRN_ROWS = ["f30k_vsrn", "f30k_vsrn_temde", "coco_vsrn", "coco_vsrn_temde"]
+# The per-entry clip and per-tensor Adam must hold on every device (CUDA defaults to foreach kernels).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SGRAF_ROWS = [f"{d}_{m}{t}" for d in ("f30k", "coco") for m in ("sgr", "saf") for t in ("", "_temde")]
 
 
 def _compose(overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
         return compose(config_name="train", overrides=overrides)
+
+
+# Official schedules (SGRAF README commands; VSRN README commands and train.py defaults): epochs, lr_update.
+OFFICIAL_SCHEDULE = {"f30k_sgr": (40, 30), "f30k_saf": (30, 20), "coco_sgr": (20, 10), "coco_saf": (20, 10),
+                     "f30k_vsrn": (30, 10), "coco_vsrn": (30, 15)}
+
+
+@pytest.mark.parametrize("row", VSRN_ROWS + SGRAF_ROWS)
+def test_paper_row_optimization_matches_the_official_command(row, tmp_path):
+    cfg = _compose([f"experiment={row}", f"data.root={tmp_path}"])
+    epochs, lr_update = OFFICIAL_SCHEDULE[row.removesuffix("_temde")]  # T-EMDE rows train on the base schedule
+    assert (cfg.trainer.max_epochs, cfg.optim.lr_update) == (epochs, lr_update)
+    assert (cfg.optim.lr, cfg.optim.lr_decay, cfg.optim.grad_clip) == (2e-4, 0.1, 2.0)
+    assert (cfg.data.batch_size, cfg.data.val_split, cfg.data.val_max_captions) == (128, "dev", 5000)
+    assert (cfg.loss.margin, cfg.loss.max_violation, cfg.loss.warmup_epochs) == (0.2, True, 0)
+    assert cfg.model_selection == ("r1r5" if "vsrn" in row else "rsum")
+    # optimizer list: SGRAF every parameter once; VSRN the official list with the caption branch twice
+    model = instantiate(cfg.model, vocab_size=30, _convert_="all")
+    listed = RetrievalLitModule(model, {}, ContrastiveLoss())._optimized_parameters()
+    assert {id(p) for p in listed} == {id(p) for p in model.parameters()}
+    assert has_duplicates(listed) == ("vsrn" in row)
 
 
 # ---- 1. the official VSRN optimizer list, in every VSRN paper row ---------------------------------------------
@@ -82,12 +105,15 @@ def _official_step(listed: list[torch.Tensor], grads: list[torch.Tensor], lr: fl
     return [values[id(p)] for p in listed]
 
 
-def test_listed_twice_gradient_is_clipped_twice_and_gets_two_adam_updates():
+@pytest.mark.parametrize("device", DEVICES)
+def test_listed_twice_gradient_is_clipped_twice_and_gets_two_adam_updates(device):
     model = _Listed()
     grad_a, grad_b = torch.tensor([3.0, 4.0, -12.0]), torch.tensor([[1.0, -2.0], [0.5, 6.0]])
+    expected = _official_step(model.optimizer_parameters(), [grad_a, grad_b, grad_a], 0.01, 2.0, steps=3)
+    model.to(device)
+    grad_a, grad_b = grad_a.to(device), grad_b.to(device)
     module = RetrievalLitModule(model, {}, ContrastiveLoss(), lr=0.01, grad_clip=2.0)
     optimizer = module.configure_optimizers()["optimizer"]
-    expected = _official_step(model.optimizer_parameters(), [grad_a, grad_b, grad_a], 0.01, 2.0, steps=3)
     for _ in range(3):
         model.a.grad, model.b.grad = grad_a.clone(), grad_b.clone()
         module.configure_gradient_clipping(optimizer)
@@ -99,8 +125,8 @@ def test_listed_twice_gradient_is_clipped_twice_and_gets_two_adam_updates():
     assert optimizer.state[model.a]["step"].item() == 6 and optimizer.state[model.b]["step"].item() == 3
     # float32 vs the float64 reference (one update moves ~lr = 1e-2); torch puts Adam eps after the bias
     # correction, 0.4.1 before it: a difference of ~eps/sqrt(v) (docs/fidelity.md)
-    torch.testing.assert_close(model.a.detach().double(), expected[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(model.b.detach().double(), expected[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.a.detach().cpu().double(), expected[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.b.detach().cpu().double(), expected[1], rtol=0, atol=1e-6)
 
 
 def test_per_entry_clip_equals_the_single_tensor_torch_loop():
