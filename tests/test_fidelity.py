@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
+import temde.lightning
 from temde.checkpoint import build_model, load_model, save_model
 from temde.errors import InputError
 from temde.lightning import RetrievalLitModule, ValidationSchedule
@@ -216,10 +217,11 @@ def test_resume_is_exact_with_mid_epoch_validation(tmp_path, tiny_data_root):
         [(r["step"], r["val/rsum"]) for r in _val_rows(straight) if r["iteration"] > 26]
 
 
-# ---- 5. a loaded model trains in train mode ------------------------------------------------------------------
-def test_fine_tuning_a_loaded_checkpoint_trains_in_train_mode(tmp_path, tiny_data_root):
+# ---- 5. a loaded model trains in train mode (and the official list goes through Lightning's step) ------------
+def test_fine_tuning_a_loaded_checkpoint_trains_in_train_mode(tmp_path, tiny_data_root, monkeypatch):
     cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root), "experiment=synthetic_vsrn",
-                                   "model.dim_hidden=8", "model.dim_word=8"], tmp_path)
+                                   "model.dim_hidden=8", "model.dim_word=8",
+                                   "model.duplicate_caption_parameters=true"], tmp_path)
     datamodule = instantiate(cfg.data)
     model_config = model_config_for(cfg, len(datamodule.vocab))
     save_model(tmp_path / "m.ckpt", build_model(model_config), model_config, datamodule.vocab.word2idx)
@@ -228,6 +230,9 @@ def test_fine_tuning_a_loaded_checkpoint_trains_in_train_mode(tmp_path, tiny_dat
     norms = [m for m in loaded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms
     before = [m.running_mean.clone() for m in norms]
+    clips = []
+    monkeypatch.setattr(temde.lightning, "clip_grad_norm_per_entry",
+                        lambda params, max_norm: clips.append(max_norm) or clip_grad_norm_per_entry(params, max_norm))
     module = RetrievalLitModule(loaded, model_config, ContrastiveLoss(), lr=1e-3)
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -235,3 +240,9 @@ def test_fine_tuning_a_loaded_checkpoint_trains_in_train_mode(tmp_path, tiny_dat
     trainer.fit(module, datamodule=datamodule)
     assert any(not torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True))
     assert all(m.num_batches_tracked.item() == 2 for m in norms)
+    # Lightning's step ran the per-entry clip and per-tensor Adam: caption branch 2 updates per step, rest 1
+    assert clips == [2.0, 2.0]
+    state = trainer.optimizers[0].state
+    caption = {id(p) for p in loaded.caption.parameters()}
+    assert {int(state[p]["step"]) for p in loaded.parameters() if id(p) in caption} == {4}
+    assert {int(state[p]["step"]) for p in loaded.parameters() if id(p) not in caption} == {2}
