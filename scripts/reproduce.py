@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from temde.data.required import require_files
 from temde.errors import EXIT_BAD_INPUT, InputError
-from temde.reproduce import REPO, TABLES, build_plan, estimate_run, format_plan, reproduce, require_real_data
+from temde.reproduce import REPO, TABLES, build_plan, compose_run_config, estimate_run, format_plan, reproduce
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args.table, data, args.epochs, args.override, args.out_root, args.rows)
     if data == "real" and not args.dry_run:
         try:
-            require_real_data(plan)
+            require_files((compose_run_config(run).data for run in plan.runs),
+                          f"the CPU-sized synthetic table instead: make reproduce TABLE={args.table} DATA=synthetic")
         except InputError as err:
             print(err.one_line(), file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from temde.errors import InputError
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 TABLES_DIR = CONFIG_DIR / "reproduce"
@@ -183,20 +181,6 @@ def _compose(run: RunSpec, run_dir: Path | None, hydra_config: bool):
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
     return cfg
-
-
-def require_real_data(plan: Plan) -> None:
-    """Stop before any training when a run's real data is missing, naming it and the synthetic alternative."""
-    for run in plan.runs:
-        data = compose_run_config(run).data
-        splits = ["train", data.val_split, *(s["split"] for s in data.test_splits.values())]
-        needed = [Path(data.root) / data.name / f"{split}_{kind}" for split in dict.fromkeys(splits)
-                  for kind in ("ims.npy", "caps.txt")] + [Path(data.vocab_path)]
-        for path in needed:
-            if not path.is_file():
-                raise InputError(path, f"{data.name} features/vocabulary for table {plan.table} (docs/reproduce.md; "
-                                       f"set TEMDE_DATA or data.root); the CPU-sized synthetic table instead: "
-                                       f"make reproduce TABLE={plan.table} DATA=synthetic")
 
 
 def model_family(target: str) -> str:

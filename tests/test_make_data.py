@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from temde.data.required import require_files
 from temde.errors import InputError
-from temde.reproduce import build_plan, require_real_data
+from temde.reproduce import build_plan, compose_run_config
 from tests.conftest import REPO
 
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
@@ -52,10 +53,11 @@ def test_reproduce_without_real_data_stops_with_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_require_real_data_accepts_a_complete_data_root(tmp_path):
+def test_required_files_of_every_run_of_a_table(tmp_path):
     plan = build_plan("f30k", "real", overrides=[f"data.root={tmp_path}"], out_root=tmp_path / "runs")
-    with pytest.raises(InputError, match="DATA=synthetic"):
-        require_real_data(plan)
+    datas = [compose_run_config(run).data for run in plan.runs]
+    with pytest.raises(InputError, match="train_ims.npy.*f30k_precomp.*DATA=synthetic"):
+        require_files(datas, "or DATA=synthetic")
     for split in ("train", "dev", "test"):
         for kind in ("ims.npy", "caps.txt"):
             (tmp_path / "f30k_precomp").mkdir(exist_ok=True)
@@ -63,4 +65,7 @@ def test_require_real_data_accepts_a_complete_data_root(tmp_path):
     (tmp_path / "vocab").mkdir()
     for name in ("f30k_precomp_vocab.json", "vsrn_f30k_precomp_vocab.pkl"):
         (tmp_path / "vocab" / name).touch()
-    require_real_data(plan)  # every run of the table finds its files: no error
+    require_files(datas, "or DATA=synthetic")  # every run of the table finds its files: no error
+    (tmp_path / "f30k_precomp" / "dev_caps.txt").unlink()
+    with pytest.raises(InputError, match="dev_caps.txt"):
+        require_files(datas, "or DATA=synthetic")
