@@ -11,17 +11,24 @@ per-entry clipping loop.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 
-def has_duplicates(params: Sequence[Tensor]) -> bool:
-    """True when a tensor appears more than once in ``params`` (by identity, not by value)."""
-    return len({id(p) for p in params}) < len(params)
+def listed_tensors(params: Iterable[Tensor | dict[str, Any]]) -> list[Tensor]:
+    """Every list entry in order; parameter groups (``{"params": [...], ...}``) contribute their tensors."""
+    return [t for entry in params for t in (entry["params"] if isinstance(entry, dict) else [entry])]
 
 
-def make_adam(params: Sequence[Tensor], lr: float) -> torch.optim.Adam:
+def has_duplicates(params: Sequence[Tensor | dict[str, Any]]) -> bool:
+    """True when a tensor appears more than once in ``params`` (by identity, not by value; groups flattened)."""
+    tensors = listed_tensors(params)
+    return len({id(p) for p in tensors}) < len(tensors)
+
+
+def make_adam(params: Sequence[Tensor | dict[str, Any]], lr: float) -> torch.optim.Adam:
     """Adam with the official defaults; per-tensor (one update per list entry) when the list has duplicates."""
     return torch.optim.Adam(list(params), lr=lr, foreach=False if has_duplicates(params) else None)
 

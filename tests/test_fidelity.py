@@ -130,6 +130,13 @@ def test_listed_twice_gradient_is_clipped_twice_and_gets_two_adam_updates(device
     torch.testing.assert_close(model.b.detach().cpu().double(), expected[1], rtol=0, atol=1e-6)
 
 
+def test_duplicates_are_found_by_identity_also_across_parameter_groups():
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    assert not has_duplicates([a, b]) and has_duplicates([a, b, a])
+    assert not has_duplicates([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))])  # equal values
+    assert has_duplicates([{"params": [a]}, {"params": [b, a], "lr": 1e-3}]) and not has_duplicates([{"params": [a, b]}])
+
+
 def test_per_entry_clip_equals_the_single_tensor_torch_loop():
     gen = torch.Generator().manual_seed(0)
     params = [nn.Parameter(torch.randn(4, 3, generator=gen)) for _ in range(3)]
