@@ -48,6 +48,12 @@ class RetrievalLitModule(pl.LightningModule):
         self._val_parts: dict[int, list[tuple[Tensor, dict[str, Tensor]]]] = {}
 
     # ---- training -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # float16 loss scaling unscales every list entry: a repeated tensor's gradient would be divided twice.
+        if str(self.trainer.precision) == "16-mixed" and has_duplicates(self._optimized_parameters()):
+            raise InputError("trainer.precision", "32-true or bf16-mixed for a model whose optimizer list names a "
+                                                  "tensor twice (16-mixed would unscale its gradient twice)")
+
     def on_train_epoch_start(self) -> None:
         # Train mode every epoch, whatever mode the model came in (loaders return eval mode and Lightning >= 2.6
         # only warns): BatchNorm must use batch statistics and dropout must be on, as in the official loops.

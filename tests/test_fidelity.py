@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -135,6 +136,17 @@ def test_duplicates_are_found_by_identity_also_across_parameter_groups():
     assert not has_duplicates([a, b]) and has_duplicates([a, b, a])
     assert not has_duplicates([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))])  # equal values
     assert has_duplicates([{"params": [a]}, {"params": [b, a], "lr": 1e-3}]) and not has_duplicates([{"params": [a, b]}])
+
+
+def test_float16_loss_scaling_is_refused_for_a_list_with_duplicates():
+    # GradScaler.unscale_ visits every list entry: a listed-twice gradient would be divided by the scale twice.
+    module = RetrievalLitModule(_Listed(), {}, ContrastiveLoss())
+    module._trainer = SimpleNamespace(precision="16-mixed")
+    with pytest.raises(InputError, match="trainer.precision"):
+        module.on_fit_start()
+    for precision in ("32-true", "bf16-mixed"):
+        module._trainer = SimpleNamespace(precision=precision)
+        module.on_fit_start()
 
 
 def test_per_entry_clip_equals_the_single_tensor_torch_loop():
