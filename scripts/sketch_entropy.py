@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.checkpoint import load_model  # noqa: E402
-from temde.data.precomp import PrecompDataset  # noqa: E402
-from temde.data.vocab import Vocabulary  # noqa: E402
-from temde.modules.temde import TEMDE  # noqa: E402
+from temde.checkpoint import load_model
+from temde.data.precomp import PrecompDataset
+from temde.data.vocab import Vocabulary
+from temde.modules.temde import TEMDE
 
 
 def entropy(hist: torch.Tensor) -> float:

@@ -20,14 +20,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.checkpoint import load_model  # noqa: E402
-from temde.data.precomp import PrecompDataset  # noqa: E402
-from temde.data.vocab import Vocabulary  # noqa: E402
-from temde.evaluation import retrieval_metrics  # noqa: E402
-from temde.retrieval import blocked_similarity, encode_images, encode_texts  # noqa: E402
-from temde.two_stage import global_only_metrics, two_stage_evaluate  # noqa: E402
+from temde.checkpoint import load_model
+from temde.data.precomp import PrecompDataset
+from temde.data.vocab import Vocabulary
+from temde.evaluation import retrieval_metrics
+from temde.retrieval import blocked_similarity, encode_images, encode_texts
+from temde.two_stage import global_only_metrics, two_stage_evaluate
 
 
 def main() -> None:

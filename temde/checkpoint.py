@@ -191,6 +191,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "word2idx": word2idx, "meta": meta if isinstance(meta, dict) else {}}
 
 
+def read_resume_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check a ``ckpt_path`` before Lightning resumes from it: a Lightning checkpoint of ours, safe to read."""
+    payload = read_checkpoint(path)
+    if payload["format"] != "lightning":
+        raise InputError(path, f"is a {payload['format']} model export; expected a Lightning training checkpoint "
+                               "(<run>/checkpoints/last.ckpt) to resume from")
+    return payload
+
+
 def _check_word2idx(word2idx: Any, config: Mapping[str, Any], path: Path) -> dict[str, int] | None:
     if word2idx is None:
         return None

@@ -25,7 +25,7 @@ class DataError(InputError):
     """Bad or missing dataset files; names the file and what was expected."""
 
 
-def _check_dir(path: Path) -> None:
+def check_dir(path: Path) -> None:
     if not path.is_dir():
         raise DataError(path, f"dataset directory does not exist; {DATA_HELP}")
 
@@ -83,7 +83,7 @@ class PrecompDataset(Dataset):
         max_captions: int | None = None,
     ) -> None:
         self.dir = Path(root) / name
-        _check_dir(self.dir)
+        check_dir(self.dir)
         self.split = split
         self.vocab = vocab
         self.images_path = self.dir / f"{split}_ims.npy"
