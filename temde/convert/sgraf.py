@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from temde.checkpoint import read_torch_file
+from temde.data.vocab import load_vocab
 from temde.errors import InputError
 from temde.models.sgraf import SGRAF
 
@@ -59,12 +60,16 @@ def read_word2idx(vocab: Any) -> dict[str, int] | None:
     if vocab is None:
         return None
     if isinstance(vocab, (str, Path)):
-        with open(vocab, encoding="utf-8") as f:
-            data = json.load(f)
-        data = data.get("word2idx", data) if isinstance(data, dict) else data
-        if not isinstance(data, dict):
-            raise ValueError(f"{vocab}: expected a vocabulary JSON with a 'word2idx' mapping")
-        return {str(k): int(v) for k, v in data.items()}
+        if Path(vocab).suffix == ".pkl" or not Path(vocab).is_file():
+            return dict(load_vocab(vocab).word2idx)  # VSRN pickle (restricted unpickler) / clear not-found line
+        try:
+            data = json.loads(Path(vocab).read_text(encoding="utf-8"))
+            data = data.get("word2idx", data) if isinstance(data, dict) else data
+            if not isinstance(data, dict):
+                raise TypeError("no 'word2idx' mapping")
+            return {str(k): int(v) for k, v in data.items()}
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(vocab, f"expected a vocabulary JSON with a 'word2idx' mapping ({err})") from err
     if isinstance(vocab, Mapping):
         return {str(k): int(v) for k, v in vocab.get("word2idx", vocab).items()}
     if hasattr(vocab, "word2idx"):

@@ -23,6 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from temde.checkpoint import read_torch_file
+from temde.data.vocab import load_vocab
 from temde.errors import InputError
 from temde.models.vsrn import VSRN
 
@@ -67,8 +68,6 @@ def _vocab_len(vocab: Any) -> int | None:
     if vocab is None:
         return None
     if isinstance(vocab, (str, Path)):
-        from temde.data.vocab import load_vocab
-
         vocab = load_vocab(vocab)
     if isinstance(vocab, dict) and isinstance(vocab.get("word2idx"), dict):
         vocab = vocab["word2idx"]
