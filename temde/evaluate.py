@@ -24,6 +24,7 @@ from temde.data.datamodule import PrecompDataModule
 from temde.data.precomp import PrecompDataset
 from temde.data.validate import validate_eval_inputs
 from temde.data.vocab import Vocabulary, load_vocab
+from temde.errors import InputError, exit_bad_input
 from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
 from temde.retrieval import blocked_similarity, encode_images, encode_texts
 
@@ -91,6 +92,14 @@ def write_metrics(results: dict[str, dict[str, float]], out_dir: Path, extra: di
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    try:
+        return evaluate_run(cfg)
+    except InputError as err:
+        exit_bad_input(err)
+
+
+def evaluate_run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Load the checkpoints, check every test split up front, evaluate, write metrics.json."""
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     paths = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
     if not paths or paths == [None]:

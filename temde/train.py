@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
 from temde.data.validate import validate_run_inputs
+from temde.errors import InputError, exit_bad_input
 from temde.evaluate import evaluate_models, resolve_device, write_metrics
 from temde.evaluation import METRIC_KEYS
 from temde.lightning import RetrievalLitModule
@@ -112,7 +113,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    _, meta = train(cfg)
+    try:
+        _, meta = train(cfg)
+    except InputError as err:
+        exit_bad_input(err)
     # Returned for Hydra sweepers (Optuna): the best validation score, never a test number.
     return meta["val_best"]
 
