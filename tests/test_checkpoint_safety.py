@@ -118,6 +118,8 @@ def test_truncated_checkpoint_is_called_truncated(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="truncated or corrupt") as err:
             load_model(cut)
         assert "must be converted" not in str(err.value) and str(cut) in str(err.value)
+        with pytest.raises(InputError, match="truncated or corrupt"):  # a cut last.ckpt given as ckpt_path
+            read_resume_checkpoint(cut)
     assert zipfile.is_zipfile(good)
 
 
