@@ -14,6 +14,7 @@ from torch import nn
 
 from temde.convert.sgraf import convert_sgraf
 from temde.convert.vsrn import convert_vsrn
+from temde.errors import InputError
 
 KINDS = ("sgraf", "vsrn")
 
@@ -30,4 +31,4 @@ def convert_official(kind: str, path: str | Path, vocab: Any = None) -> tuple[nn
         return convert_sgraf(path, vocab)
     if kind == "vsrn":
         return convert_vsrn(path, vocab)
-    raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {KINDS}")
+    raise InputError("kind", f"unknown checkpoint kind {kind!r}; expected one of {KINDS}")

@@ -18,8 +18,11 @@ VSRN_TARGET = "temde.models.vsrn.VSRN"
 _OLD_KEYS = ("global_encoder", "temde", "global_encoder_kwargs", "temde_mode")
 
 
-def upgrade_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """New-style copy of a (possibly old) ``model_config``; configs without old keys come back unchanged."""
+def upgrade_model_config(config: Any) -> Any:
+    """New-style copy of a (possibly old) ``model_config``; configs without old keys (or that are not dicts, which
+    the checkpoint reader rejects) come back unchanged."""
+    if not isinstance(config, Mapping):
+        return config
     config = dict(config)
     if not any(key in config for key in _OLD_KEYS):
         return config
