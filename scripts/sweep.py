@@ -1,6 +1,6 @@
 """Hyper-parameter sweep: ``make sweep SWEEP=temde_bayes [ARGS="--count 20"]``.
 
-With a wandb login (``wandb login`` / WANDB_API_KEY) the sweep file ``configs/sweeps/<name>.yaml`` is created on
+With a wandb login (``wandb login`` / WANDB_API_KEY) the sweep file ``sweeps/<name>.yaml`` is created on
 the server and an agent runs ``--count`` trials (each one ``python -m temde.train <param>=<value> ...``).
 Without one, or with ``--offline``, the same search space runs as a Hydra multirun of
 ``configs/hparams_search/<name>.yaml`` (Optuna or grid), logged by wandb in offline mode under each trial's
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from temde.tracking import wandb_logged_in
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS_DIR = REPO / "configs" / "hparams_search"
@@ -62,12 +64,6 @@ def search_space(sweep: dict[str, Any]) -> dict[str, str]:
     return {k: hydra_search_param(v) for k, v in sweep["parameters"].items() if "value" not in v}
 
 
-def _wandb_logged_in() -> bool:
-    from temde.train import _wandb_configured
-
-    return _wandb_configured() and os.environ.get("WANDB_MODE", "online") not in ("offline", "disabled")
-
-
 def run_offline(name: str, sweep: dict[str, Any], count: int | None, extra: list[str]) -> int:
     hparams = HPARAMS_DIR / f"{name}.yaml"
     if not hparams.is_file():
@@ -102,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", type=Path, help="configs/sweeps/<name>.yaml")
+    p.add_argument("sweep", type=Path, help="sweeps/<name>.yaml")
     p.add_argument("--count", type=int, help="trials to run (agent count / Optuna n_trials)")
     p.add_argument("--project", default="temde")
     p.add_argument("--entity")
     p.add_argument("--offline", action="store_true", help="Hydra multirun + wandb offline, even when logged in")
     args = p.parse_args(argv)
     sweep = load_sweep(args.sweep)
-    if args.offline or not _wandb_logged_in():
+    if args.offline or not wandb_logged_in():
         return run_offline(args.sweep.stem, sweep, args.count, extra)
     return run_wandb(sweep, args.count, args.project, args.entity, extra)
 
