@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from temde.checkpoint import save_model
+from temde.cli import one_line
 from temde.convert import KINDS, convert_official
+from temde.errors import EXIT_BAD_INPUT
 
 
 def _load_word2idx(path: str | None) -> dict[str, int] | None:
@@ -35,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, config = convert_official(args.kind, args.checkpoint, args.vocab)
         word2idx = _load_word2idx(args.vocab)
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (ValueError, FileNotFoundError, TypeError) as err:  # bad input (InputError is a ValueError)
+        print(one_line(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
     meta = {"source": str(args.checkpoint), "kind": args.kind}
     if args.kind == "sgraf":
         from temde.convert.sgraf import official_meta
