@@ -136,8 +136,25 @@ def _callbacks(cfg: DictConfig, bar: bool, has_loggers: bool) -> list[pl.Callbac
 
 
 def train(cfg: DictConfig, out_dir: str | Path, experiment: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit, export the best model, evaluate it; returns (test metrics per split, run metadata)."""
+    """Fit, export the best model, evaluate it; returns (test metrics per split, run metadata).
+
+    SIGTERM / SIGINT raise :class:`~temde.interrupt.StopRequested` (during ``fit`` at the next batch boundary)
+    whose ``resume_hint`` names the ``last.ckpt`` to resume from.
+    """
     out_dir = Path(out_dir)
+    stopper = GracefulStop()
+    with stopper.installed():
+        try:
+            return _train(cfg, out_dir, experiment, stopper)
+        except StopRequested as stop:
+            finish_wandb()
+            last = out_dir / "checkpoints" / "last.ckpt"
+            hint = f"ckpt_path={last}" if last.is_file() else "no epoch finished: start again"
+            raise StopRequested(stop.signum, hint) from None
+
+
+def _train(cfg: DictConfig, out_dir: Path, experiment: str | None,
+           stopper: GracefulStop) -> tuple[dict[str, Any], dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = bind_run(cfg, out_dir, experiment)
     check_train_options(cfg)
@@ -160,7 +177,6 @@ def train(cfg: DictConfig, out_dir: str | Path, experiment: str | None = None) -
     )
     bar = bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty()
     loggers = _loggers(cfg, out_dir, resume_at)
-    stopper = GracefulStop()
     callbacks = [*_callbacks(cfg, bar, bool(loggers)), stopper]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   enable_progress_bar=bar)
@@ -168,20 +184,15 @@ def train(cfg: DictConfig, out_dir: str | Path, experiment: str | None = None) -
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     remember_wandb_id(trainer.loggers, out_dir)
 
-    with stopper.installed():
-        try:
-            started = time.time()
-            stopper.deferred = True
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-            stopper.deferred = False
-            stopper.check()
-            train_seconds = time.time() - started
-            results, meta = _finish(cfg, trainer, model, model_config, datamodule, test_splits, out_dir)
-        except StopRequested as stop:
-            finish_wandb()
-            last = Path(trainer.checkpoint_callback.dirpath or "") / "last.ckpt" if trainer.checkpoint_callback else None
-            hint = f"ckpt_path={last}" if last is not None and last.is_file() else "no epoch finished: start again"
-            raise StopRequested(stop.signum, hint) from None
+    started = time.time()
+    stopper.deferred = True  # never stop inside a checkpoint write: at the next batch boundary
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        stopper.deferred = False
+    stopper.check()
+    train_seconds = time.time() - started
+    results, meta = _finish(cfg, trainer, model, model_config, datamodule, test_splits, out_dir)
     meta.update(train_seconds=round(train_seconds, 1), experiment=experiment)
     write_metrics(results, out_dir, meta)
     log.info("run directory: %s (metrics.json, model_best.ckpt, checkpoints/, csv/)", out_dir)

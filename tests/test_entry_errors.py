@@ -15,10 +15,11 @@ from temde.cli import bad_input, one_line, resume_command
 from temde.convert.__main__ import main as convert_main
 from temde.data.precomp import DataError
 from temde.errors import InputError
+from temde.evaluating import evaluate
 from temde.runtime import auto_threads, resolve_threads
 from temde.training import train
 from tests.conftest import REPO
-from tests.helpers import compose_config, tiny_train_overrides
+from tests.helpers import TINY_DATA_OVERRIDES, compose_config, tiny_train_overrides
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TEMDE_DEBUG")}
 ENV["OMP_NUM_THREADS"] = "1"
@@ -121,3 +122,15 @@ def test_thread_rule():
     for bad in ("abc", 0, -1, True):
         with pytest.raises(InputError, match="threads"):
             resolve_threads(bad)
+
+
+def test_evaluate_library_function_matches_training_and_says_where(tmp_path, tiny_data_root, capsys):
+    results, _ = train(compose_config("train", tiny_train_overrides(tiny_data_root, 2)), tmp_path / "run")
+    cfg = compose_config("eval", [f"data.root={tiny_data_root}", *TINY_DATA_OVERRIDES,
+                                  f"ckpt={tmp_path / 'run' / 'model_best.ckpt'}", "save_sims=true"])
+    evaluated = evaluate(cfg, tmp_path / "eval")
+    assert evaluated["test"] == pytest.approx(results["test"])
+    assert f"wrote {tmp_path / 'eval' / 'metrics.json'}" in capsys.readouterr().out
+    assert (tmp_path / "eval" / "sims_test.npy").is_file() and not list((tmp_path / "eval").glob(".*tmp*"))
+    with pytest.raises(InputError, match="a checkpoint file"):
+        evaluate(compose_config("eval", [f"ckpt={tmp_path / 'nope.ckpt'}"]), tmp_path / "eval2")
