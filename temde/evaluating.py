@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def split_similarity(
     tokens, lengths = dataset.caption_tokens()
     img = encode_images(model, images, batch_size, device)
     txt = encode_texts(model, tokens, lengths, batch_size, device)
-    return blocked_similarity(model, img, txt, img_block, txt_block, device=device)
+    # a bar only on a terminal: redirected to a file, tqdm's redraws pile up into one unreadable line
+    return blocked_similarity(model, img, txt, img_block, txt_block, device=device, progress=sys.stderr.isatty())
 
 
 def evaluate_models(
