@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
 from temde.cli import bad_input, one_line, resume_command
@@ -16,8 +17,9 @@ from temde.convert.__main__ import main as convert_main
 from temde.data.precomp import DataError
 from temde.errors import InputError
 from temde.evaluating import evaluate
+from temde.preflight import check_train_options
 from temde.runtime import auto_threads, resolve_threads
-from temde.training import train
+from temde.training import bind_run, train
 from tests.conftest import REPO
 from tests.helpers import TINY_DATA_OVERRIDES, compose_config, tiny_train_overrides
 
@@ -134,3 +136,14 @@ def test_evaluate_library_function_matches_training_and_says_where(tmp_path, tin
     assert (tmp_path / "eval" / "sims_test.npy").is_file() and not list((tmp_path / "eval").glob(".*tmp*"))
     with pytest.raises(InputError, match="a checkpoint file"):
         evaluate(compose_config("eval", [f"ckpt={tmp_path / 'nope.ckpt'}"]), tmp_path / "eval2")
+
+
+def test_every_shipped_experiment_passes_the_option_checks(tmp_path):
+    experiments = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        for experiment in experiments:  # the up-front checks never reject a shipped row
+            cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "logger=wandb"])
+            check_train_options(bind_run(cfg, tmp_path, experiment))
+        bad = compose(config_name="train", overrides=[f"experiment={experiments[0]}", "optim.lr=-1"])
+    with pytest.raises(InputError, match="optim.lr"):
+        check_train_options(bind_run(bad, tmp_path, experiments[0]))
