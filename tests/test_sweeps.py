@@ -3,6 +3,7 @@ same search space, and a two-trial sweep runs offline on tiny synthetic data."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,10 +15,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from temde import sweeps as sweep_cli
 from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import sweep as sweep_cli  # noqa: E402  scripts/sweep.py
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
@@ -107,4 +106,7 @@ def test_two_trial_optuna_sweep_runs_offline_on_synthetic_data(tmp_path):
         assert (runs / trial / "metrics.json").is_file()
         assert list((runs / trial / "wandb").glob("offline-run-*")), "wandb did not log the trial offline"
     assert not (runs / "2").exists()
+    # Optuna's objective is each trial's best validation score (what wandb sweeps read as val/best)
+    val_best = [json.loads((runs / t / "metrics.json").read_text())["_meta"]["val_best"] for t in ("0", "1")]
+    assert result["best_value"] == pytest.approx(max(val_best))
     assert Path(runs / "0" / ".hydra" / "overrides.yaml").read_text().count("temde.depth") == 1
