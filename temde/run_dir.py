@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 RESOLVER = "temde_run_dir"
+SUBDIR_RESOLVER = "temde_hydra_subdir"
 _claimed: dict[str, str] = {}  # one claim per base name and process (Hydra may resolve run.dir more than once)
 
 
@@ -51,6 +52,14 @@ def resolve_run_dir(ckpt_path: str | None, base: str) -> str:
     return _claimed[base]
 
 
+def hydra_subdir(ckpt_path: str | None, stamp: str) -> str:
+    """Where Hydra saves the composed config: ``.hydra``, or ``.hydra/resume_<stamp>`` for a resume into the same
+    directory, so the original run's config and overrides are kept."""
+    return ".hydra" if checkpoint_run_dir(ckpt_path) is None else f".hydra/resume_{stamp}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, resolve_run_dir)
+    if not OmegaConf.has_resolver(SUBDIR_RESOLVER):
+        OmegaConf.register_new_resolver(SUBDIR_RESOLVER, hydra_subdir)

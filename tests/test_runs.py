@@ -84,6 +84,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_data_root):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert not (tmp_path / "outputs").exists(), "the resume must not start a new run directory"
+    assert "ckpt_path" not in (run / ".hydra" / "overrides.yaml").read_text()  # the first config is kept
+    assert "ckpt_path" in next((run / ".hydra").glob("resume_*/overrides.yaml")).read_text()
     assert _history(run) == _history(straight)
     got, want = json.loads((run / "metrics.json").read_text()), json.loads((straight / "metrics.json").read_text())
     assert got["test"] == pytest.approx(want["test"]) and got["testall_5fold"] == pytest.approx(want["testall_5fold"])
