@@ -21,13 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from temde.checkpoint import load_model
+from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.datamodule import PrecompDataModule
 from temde.data.precomp import PrecompDataset
-from temde.data.vocab import Vocabulary
+from temde.data.validate import validate_eval_inputs
+from temde.data.vocab import Vocabulary, load_vocab
 from temde.errors import InputError
 from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
-from temde.preflight import check_eval_options, check_test_splits
+from temde.preflight import check_eval_options
 from temde.retrieval import blocked_similarity, encode_images, encode_texts
 from temde.runtime import apply_threads
 
@@ -124,14 +125,15 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]
     apply_threads(cfg.get("threads", "auto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule = hydra.utils.instantiate(cfg.data)
-    models = []
+    explicit = load_vocab(cfg.vocab).word2idx if cfg.get("vocab") else None
+    models, checks = [], []
     for path in paths:
         model, payload = load_model(path)
-        vocab = Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab
-        models.append((model, vocab))
+        word2idx = checkpoint_vocabulary(path, payload, explicit, cfg.get("vocab"))
+        models.append((model, Vocabulary(word2idx)))
+        checks.append((payload["model_config"], word2idx))
+    validate_eval_inputs(datamodule, checks)  # every test split, before any encoding
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
-    for _, vocab in models:
-        check_test_splits(datamodule.root, datamodule.name, test_splits, vocab)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
                               cfg.eval.batch_size, resolve_device(cfg.eval.device),
                               out_dir if cfg.save_sims else None)

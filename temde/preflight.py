@@ -1,21 +1,16 @@
-"""Checks that run before any long work: options of the composed config and the splits a run will read.
+"""Checks of the composed config's options before any long work (the data files: :mod:`temde.data.validate`).
 
-Why: a typo in an option or a broken test split must fail in seconds, as one line naming the option or file,
-not as a bare assertion inside Lightning or after hours of training.
+Why: a typo in an option must fail in seconds, as one line naming the option, not as a bare assertion inside
+Lightning or after hours of training.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from temde.data.precomp import PrecompDataset
-from temde.data.vocab import Vocabulary
 from temde.errors import InputError
-
-CHUNK_ROWS = 1024  # rows of a memory-mapped feature file checked at a time (bounded memory on COCO)
 
 
 def _is_int(value: Any) -> bool:
@@ -53,35 +48,5 @@ def check_train_options(cfg: DictConfig) -> None:
 
 def check_eval_options(cfg: DictConfig) -> None:
     for key in ("eval.img_block", "eval.txt_block", "eval.batch_size"):
-        check_int(cfg, key, minimum=1)
-
-
-def check_feature_width(model_config: dict[str, Any], split: PrecompDataset) -> None:
-    """The model's input size must match the region features on disk."""
-    expected = model_config.get("img_dim")
-    if expected is not None and expected != split.feature_dim:
-        raise InputError(split.images_path, f"{expected}-d region features (model.img_dim={expected}); the file "
-                         f"holds {split.feature_dim}-d ones: set model.img_dim={split.feature_dim}")
-
-
-def check_finite(split: PrecompDataset) -> None:
-    """No NaN/Inf in a split's features, read chunk by chunk (bounded memory for memory-mapped files)."""
-    feats = split.features
-    for start in range(0, len(feats), CHUNK_ROWS):
-        block = np.asarray(feats[start : start + CHUNK_ROWS])
-        if not np.isfinite(block).all():
-            row = start + int(np.argwhere(~np.isfinite(block))[0][0])
-            raise InputError(split.images_path, f"finite region features (row {row} holds NaN or Inf)")
-
-
-def check_test_splits(root: Any, name: str, test_splits: dict[str, dict[str, Any]], vocab: Vocabulary,
-                      model_config: dict[str, Any] | None = None) -> None:
-    """Open every test split a run will evaluate, before training: files, layout, feature width, finiteness.
-
-    SEAM: ``temde.data.validate`` (issue 10) replaces the body with its full per-split validation.
-    """
-    for split_name in sorted({spec["split"] for spec in test_splits.values()}):
-        split = PrecompDataset(root, name, split_name, vocab)
-        if model_config is not None:
-            check_feature_width(model_config, split)
-        check_finite(split)
+        if OmegaConf.select(cfg, key) is not None:  # optional keys (null = the model's default block size)
+            check_int(cfg, key, minimum=1)

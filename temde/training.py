@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from temde.checkpoint import build_model, load_model, save_model
+from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
+from temde.data.validate import validate_run_inputs
 from temde.errors import InputError
 from temde.evaluating import evaluate_models, resolve_device, write_metrics
 from temde.evaluation import METRIC_KEYS
 from temde.interrupt import GracefulStop, StopRequested
 from temde.lightning import RetrievalLitModule
-from temde.preflight import check_feature_width, check_test_splits, check_train_options
+from temde.preflight import check_train_options
 from temde.run_dir import checkpoint_run_dir
 from temde.runtime import apply_threads
 from temde.tracking import (
@@ -105,6 +106,7 @@ def prepare_resume(ckpt_path: str | None, out_dir: Path) -> tuple[str | None, tu
     path = Path(ckpt_path)
     if not path.is_file():
         raise InputError(path, "a checkpoint to resume from (<run>/checkpoints/last.ckpt)")
+    read_resume_checkpoint(path)  # allow-listed model + Lightning layout, read with weights_only
     resume_at = _resume_point(str(path))
     source = checkpoint_run_dir(path)
     if source is not None and source.resolve() != out_dir.resolve():
@@ -166,10 +168,8 @@ def _train(cfg: DictConfig, out_dir: Path, experiment: str | None,
     datamodule = hydra.utils.instantiate(cfg.data)
     vocab = datamodule.vocab
     model_config = model_config_for(cfg, len(vocab))
-    check_feature_width(model_config, datamodule.dataset(datamodule.train_split))
+    validate_run_inputs(datamodule, model_config, test=cfg.eval.test)  # every split, before any training
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
-    if cfg.eval.test:  # a broken test split must fail now, not after the whole training
-        check_test_splits(datamodule.root, datamodule.name, test_splits, vocab, model_config)
     model = build_model(model_config)
     module = RetrievalLitModule(
         model=model, model_config=model_config, loss=hydra.utils.instantiate(cfg.loss), word2idx=vocab.word2idx,
@@ -187,7 +187,7 @@ def _train(cfg: DictConfig, out_dir: Path, experiment: str | None,
     started = time.time()
     stopper.deferred = True  # never stop inside a checkpoint write: at the next batch boundary
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         stopper.deferred = False
     stopper.check()
