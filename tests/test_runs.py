@@ -187,3 +187,20 @@ def test_help_lists_only_selectable_groups():
     groups = {d.name for d in (REPO / "configs").iterdir() if d.is_dir()}
     assert groups == {"callbacks", "data", "experiment", "hparams_search", "logger", "model", "temde", "trainer"}
     assert (REPO / "sweeps" / "temde_bayes.yaml").is_file() and (REPO / "tables" / "f30k.yaml").is_file()
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, tiny_data_root, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    base = [*tiny_train_overrides(tiny_data_root, 1), "logger=wandb", "eval.test=false"]
+    train(compose_config("train", base), out, experiment="tiny")
+    first_id = (out / "wandb_id.txt").read_text().strip()
+    resume = [*tiny_train_overrides(tiny_data_root, 2), "logger=wandb", "eval.test=false",
+              f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"]
+    train(compose_config("train", resume), out, experiment="tiny")
+    assert (out / "wandb_id.txt").read_text().strip() == first_id
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(first_id) for r in runs)  # two sessions of one wandb run
+    assert [r["epoch"] for r in _rows(out) if r.get("val/rsum")] == ["0", "1"]
