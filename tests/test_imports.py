@@ -24,11 +24,11 @@ PENDING_LOCAL_IMPORTS: set[tuple[str, str]] = {
     ("temde.reproduce", "temde.checkpoint"),
     ("temde.reproduce", "temde.data.precomp"),
     ("temde.reproduce", "temde.data.vocab"),
-    ("temde.reproduce", "temde.evaluate"),
+    ("temde.reproduce", "temde.evaluating"),
     ("temde.reproduce", "temde.evaluation"),
     ("temde.reproduce", "temde.paper_results"),
     ("temde.reproduce", "temde.plots"),
-    ("temde.reproduce", "temde.train"),
+    ("temde.reproduce", "temde.training"),
     ("temde.two_stage", "temde.evaluation"),
 }
 
