@@ -37,7 +37,7 @@ def _datamodule(root: Path, **kw) -> SimpleNamespace:
 
 def _model(vocab_size: int, **kw) -> dict:
     return {"_target_": "temde.models.sgraf.SGRAF", "vocab_size": vocab_size, "img_dim": TINY_SPEC.feature_dim,
-            "num_region": TINY_SPEC.n_regions, "global_encoder": "sa", **kw}
+            "num_region": TINY_SPEC.n_regions, "global_pooling": {"kind": "sa"}, **kw}
 
 
 def test_good_tree_passes_every_split(tree: Path) -> None:
