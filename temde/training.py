@@ -4,7 +4,8 @@ Callable without Hydra's global state (``python -m temde.train`` is a thin shell
 ``temde.reproduce`` call it directly). Trains with validation on dev every epoch, and also every
 ``callbacks.validation_schedule.every_n_steps`` iterations where set (VSRN rows: 500). The best checkpoint is
 chosen by ``val/<model_selection>`` over all validations, and ``last.ckpt`` (epoch ends) is kept for resume.
-Then evaluates the best checkpoint on the test splits and writes ``metrics.json``, ``model_best.ckpt`` (our portable format) and a Recall table into ``out_dir``.
+Then evaluates the best checkpoint on the test splits and writes ``metrics.json``, ``model_best.ckpt`` (our
+portable format) and a Recall table into ``out_dir``.
 A run resumed from ``ckpt_path`` continues: best score, best checkpoint and the CSV / wandb history carry over.
 """
 
