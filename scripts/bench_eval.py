@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temde.evaluation import retrieval_metrics  # noqa: E402
-from temde.models.base import Repr, slice_repr  # noqa: E402
 from temde.models.sgraf import SGRAF  # noqa: E402
+from temde.repr import Repr, slice_repr  # noqa: E402
 from temde.retrieval import blocked_similarity, encode_images, encode_texts  # noqa: E402
 
 F30K_VOCAB = 8481

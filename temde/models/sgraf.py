@@ -32,7 +32,6 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from temde.models.base import GalleryScoring, Repr, index_repr, slice_repr
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
@@ -40,6 +39,7 @@ from temde.modules.init import xavier_linears_
 from temde.modules.norms import NORM_EPS, l2norm, l2norm_
 from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
 from temde.modules.text import GRUTextEncoder
+from temde.repr import Repr, index_repr, slice_repr
 
 GLOBAL_ENCODERS = ("sa", "temde", "mhsa", "mean")
 MODULES = ("SGR", "SAF")
@@ -125,7 +125,7 @@ class SimilarityEncoder(nn.Module):
         return self.sigmoid(self.sim_eval_w(sim_vec)).squeeze(-1)
 
 
-class SGRAF(GalleryScoring):
+class SGRAF(nn.Module):
     """SGR or SAF (``module_name``) with a selectable global encoder; see the module docstring.
 
     Args mirror the official options (``opts.py``) where they exist; ``num_region``, ``dropout`` and

@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from temde.models.base import GalleryScoring, Repr
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
 from temde.modules.vsrn_text import VSRNTextEncoder, l2norm
+from temde.repr import Repr
 
 VARIANTS = ("f30k", "coco")
 GLOBAL_ENCODERS = ("gcn", "temde")
@@ -132,7 +132,7 @@ class VSRNImageEncoder(nn.Module):
         return l2norm(features, dim=-1), regions, mask
 
 
-class VSRN(GalleryScoring):
+class VSRN(nn.Module):
     """VSRN retrieval model (+ caption branch for training, + optional T-EMDE)."""
 
     def __init__(
