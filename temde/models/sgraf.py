@@ -116,6 +116,28 @@ class SimilarityEncoder(nn.Module):
         else:
             self.SAF_module = AttentionFiltration(sim_dim, bn_stats=saf_bn_stats)
 
+    # ---- scoring: the layers above, applied to attended contexts and global vectors -----------------------
+    def local_alignments(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
+        """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
+        norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
+        if torch.is_grad_enabled():
+            diff = (raw_ctx / norm - words).pow(2)
+        else:  # inference: normalise, subtract and square in the context buffer (2 passes instead of 6)
+            diff = torch.addcdiv(-words, raw_ctx, norm, out=raw_ctx).square_()
+        local = self.sim_tranloc_w(diff)
+        return l2norm(local, dim=-1) if torch.is_grad_enabled() else l2norm_(local, dim=-1)
+
+    def global_alignment(self, g_img: Tensor, g_txt: Tensor, pairwise: bool) -> Tensor:
+        """``l2norm(W_glo (g_img - g_txt)^2)``: all (Ni, Nt) pairs with ``pairwise``, else aligned pairs."""
+        diff = (g_img[:, None, :] - g_txt[None, :, :]) if pairwise else (g_img - g_txt)
+        return l2norm(self.sim_tranglo_w(diff.pow(2)), dim=-1)
+
+    def score(self, glob: Tensor, local: Tensor, words_mask: Tensor) -> Tensor:
+        """Global node (..., m) + word nodes (..., L, m) with the captions' word mask -> scores (...) in (0, 1)."""
+        nodes = torch.cat([glob.unsqueeze(-2), local], dim=-2)  # node 0 = global alignment
+        node_mask = torch.cat([words_mask.new_ones(words_mask.shape[0], 1), words_mask], dim=1)
+        return self.reason(nodes, node_mask)
+
     def reason(self, nodes: Tensor, mask: Tensor) -> Tensor:
         """Alignment nodes (..., n, sim_dim) + node mask -> scores (...) in (0, 1)."""
         if self.module_name == "SGR":
@@ -230,9 +252,9 @@ class SGRAF(nn.Module):
         words, words_mask = _trim_words(txt)
         regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
         ctx = t2i_attention_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
-        local = self._local_sims(ctx, words)  # (P, L, m)
-        glob = self._global_sims(img["global"], txt["global"], pairwise=False)  # (P, m)
-        return self._reason(glob, local, words_mask)
+        local = self.sim_enc.local_alignments(ctx, words)  # (P, L, m)
+        glob = self.sim_enc.global_alignment(img["global"], txt["global"], pairwise=False)  # (P, m)
+        return self.sim_enc.score(glob, local, words_mask)
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _score_chunked(self, img: Repr, txt: Repr) -> Tensor:
@@ -260,28 +282,9 @@ class SGRAF(nn.Module):
         words, words_mask = _trim_words(txt)
         regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
         ctx = t2i_attention_all_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
-        local = self._local_sims(ctx, words)  # (Ni, Nt, L, m)
-        glob = self._global_sims(img["global"], txt["global"], pairwise=True)  # (Ni, Nt, m)
-        return self._reason(glob, local, words_mask)
-
-    def _local_sims(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
-        """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
-        norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
-        if torch.is_grad_enabled():
-            diff = (raw_ctx / norm - words).pow(2)
-        else:  # inference: normalise, subtract and square in the context buffer (2 passes instead of 6)
-            diff = torch.addcdiv(-words, raw_ctx, norm, out=raw_ctx).square_()
-        local = self.sim_enc.sim_tranloc_w(diff)
-        return l2norm(local, dim=-1) if torch.is_grad_enabled() else l2norm_(local, dim=-1)
-
-    def _global_sims(self, g_img: Tensor, g_txt: Tensor, pairwise: bool) -> Tensor:
-        diff = (g_img[:, None, :] - g_txt[None, :, :]) if pairwise else (g_img - g_txt)
-        return l2norm(self.sim_enc.sim_tranglo_w(diff.pow(2)), dim=-1)
-
-    def _reason(self, glob: Tensor, local: Tensor, words_mask: Tensor) -> Tensor:
-        nodes = torch.cat([glob.unsqueeze(-2), local], dim=-2)  # node 0 = global alignment
-        node_mask = torch.cat([words_mask.new_ones(words_mask.shape[0], 1), words_mask], dim=1)
-        return self.sim_enc.reason(nodes, node_mask)
+        local = self.sim_enc.local_alignments(ctx, words)  # (Ni, Nt, L, m)
+        glob = self.sim_enc.global_alignment(img["global"], txt["global"], pairwise=True)  # (Ni, Nt, m)
+        return self.sim_enc.score(glob, local, words_mask)
 
 
 def _trim_words(txt: Repr) -> tuple[Tensor, Tensor]:
