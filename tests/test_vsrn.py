@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from temde.bench.cases import vsrn_latency_cases
 from temde.models.base import RetrievalModel
-from temde.models.vsrn import VSRN, vsrn_latency_cases
+from temde.models.vsrn import VSRN
 from temde.modules.decoder import CaptionGenerator, caption_loss, caption_targets
 from temde.modules.gcn import RsGCN
 from temde.modules.vsrn_text import VSRNTextEncoder
