@@ -91,7 +91,7 @@ def random_gallery(model: SGRAF, n_img: int, n_cap: int, seed: int = 0, device: 
                    ) -> tuple[Repr, Repr, torch.Tensor, float]:
     """Encoded random images and Flickr30K-like captions: (img, txt, lengths, encode seconds)."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n_img, REGIONS, 2048, generator=g) * 2
+    images = torch.rand(n_img, REGIONS, model.img_enc.fc.in_features, generator=g) * 2
     lengths = f30k_like_lengths(n_cap, g)
     tokens = torch.randint(4, model.vocab_size, (n_cap, int(lengths.max())), generator=g)
     tokens[torch.arange(tokens.shape[1])[None] >= lengths[:, None]] = 0
