@@ -178,7 +178,9 @@ class SimilarityEncoder(nn.Module):
             sim_vec = self.SGR_module(nodes, mask)
         else:
             sim_vec = self.SAF_module(nodes, mask)
-        return self.sigmoid(self.sim_eval_w(sim_vec)).squeeze(-1)
+        # The score head always runs in fp32: bf16 scores (8-bit mantissa) would tie, and ties inflate Recall.
+        with torch.autocast(sim_vec.device.type, enabled=False):
+            return self.sigmoid(self.sim_eval_w(sim_vec.float())).squeeze(-1)
 
 
 class SGRAF(nn.Module):
