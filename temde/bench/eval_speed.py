@@ -145,6 +145,20 @@ def strategies(model: SGRAF, img: Repr, txt: Repr, device: torch.device, names: 
     return {name: table[name] for name in names}
 
 
+def coco5k_memory(model: SGRAF, working_set_bytes: int, max_len: int = 50) -> dict[str, float]:
+    """Estimated peak memory (GiB) of a COCO-5K evaluation (5000 images x 25000 captions, captions padded to
+    ``max_len`` tokens) next to the official float64 per-caption caches."""
+    d, g = model.embed_size, model.sim_enc.sim_tranglo_w.in_features
+    n_img, n_cap, gib = 5000, 25000, 2.0**30
+    images = n_img * REGIONS * (d * 4 + 1) + n_img * g * 4
+    texts = n_cap * max_len * (d * 4 + 1) + n_cap * g * 4
+    sims = n_img * n_cap * 4
+    official = n_cap * REGIONS * d * 8 + n_cap * max_len * d * 8 + n_img * n_cap * 8
+    return {"assumed_max_caption_len": max_len, "image_gallery_gib": images / gib, "caption_gallery_gib": texts / gib,
+            "sims_matrix_gib": sims / gib, "scoring_working_set_gib": working_set_bytes / gib,
+            "ours_total_gib": (images + texts + sims + working_set_bytes) / gib, "official_caches_gib": official / gib}
+
+
 def recall_change(sims: torch.Tensor, reference: torch.Tensor) -> dict[str, float] | None:
     """Recall@K and rsum differences (points) of ``sims`` against ``reference``; None unless 5 captions/image."""
     if sims.shape[1] != 5 * sims.shape[0]:
@@ -205,6 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_peak_flops_per_s": peak,
         "encode_time_s": encode_s,
         "blocked_peak_extra_memory_mib": mem.peak_bytes / 2**20,
+        "coco5k_memory_estimate": coco5k_memory(model, mem.peak_bytes),
         "cases": out_cases,
         "speedup_median": {name: timings[name]["median_s"] / timings["blocked"]["median_s"]
                            for name in timings if name != "blocked"},
