@@ -126,6 +126,7 @@ def test_bench_gpu_smoke(tmp_path):
     assert set(saved["recall"]["bf16"]["recall_change"]) >= {"i2t_r1", "rsum"}
     assert set(saved["pooling"]) >= {"float32", "bfloat16", "part"}
     rows = [k for k in saved["training"] if k.endswith("/fp32")]
-    assert len(rows) == 6 and all(saved["training"][k]["images_per_s"] > 0 for k in rows)
+    assert rows and all(saved["training"][k]["images_per_s"] > 0 for k in rows)
+    assert len(rows) == 6 or saved["training"]["part"]["cut_short"]  # a busy machine may hit the time limit
     md = (tmp_path / files[1]).read_text()
     assert len(result["figures"]) >= 20 and all(line in md for line in result["figures"])

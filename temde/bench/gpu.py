@@ -325,13 +325,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--data-name", default="synthetic_precomp")
     p.add_argument("--train-steps", type=int, default=None, help="steps of the in-script synthetic SGR")
-    p.add_argument("--out-dir", type=Path, default=Path("experiments/benchmarks"))
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="default experiments/benchmarks (outputs/bench with --smoke: a dry run is no figure)")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_gpu: no CUDA device (use --smoke for the CPU dry run)")
     args.train_steps = args.train_steps or (4 if args.smoke else 600)
-    scale = 0.1 if args.smoke else 1.0
+    args.out_dir = args.out_dir or Path("outputs/bench" if args.smoke else "experiments/benchmarks")
+    scale = 0.08 if args.smoke else 1.0  # smoke: ~37 s of budgets, so the whole run stays under a minute
     started = time.monotonic()
     FIGURES.clear()
     result: dict[str, Any] = {**environment(device), "smoke": args.smoke, "load_average_before": load_average(),
