@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from temde.bench.timing import write_json
-from temde.checkpoint import load_model
+from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
 from temde.modules.temde import TEMDE
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out-dir", type=Path, default=Path("experiments/benchmarks"))
     args = p.parse_args(argv)
     model, payload = load_model(args.checkpoint)
-    dataset = PrecompDataset(args.data_root, args.data_name, args.split, Vocabulary(payload["word2idx"]))
+    dataset = PrecompDataset(args.data_root, args.data_name, args.split, Vocabulary(checkpoint_vocabulary(args.checkpoint, payload)))
     result = {"checkpoint": str(args.checkpoint), "data": args.data_name, "split": args.split,
               "n_images": dataset.n_images, "n_captions": len(dataset), **sketch_entropies(model, dataset)}
     write_json(args.out_dir / f"sketch_entropy_{args.data_name.removesuffix('_precomp')}.json", result)

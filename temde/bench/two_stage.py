@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from temde.bench.timing import write_json
-from temde.checkpoint import load_model
+from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
 from temde.evaluation import retrieval_metrics
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, payload = load_model(args.ckpt)
     model.to(args.device)
-    if payload.get("word2idx") is None:
-        raise SystemExit(f"{args.ckpt} carries no vocabulary; cannot tokenize {args.split} captions")
-    vocab = Vocabulary(payload["word2idx"])
+    vocab = Vocabulary(checkpoint_vocabulary(args.ckpt, payload))
     dataset = PrecompDataset(args.data_root, args.data_name, args.split, vocab)
     images = dataset.image_features()
     tokens, lengths = dataset.caption_tokens()
