@@ -18,7 +18,7 @@ from temde.bench.timing import interleaved, publishable, write_json
 from temde.errors import InputError
 from temde.models.sgraf import GPU_CHUNK, MAX_CHUNK, MIN_CHUNK, SGRAF, auto_chunk_size
 from temde.modules.graph import SimilarityGraph
-from temde.retrieval import blocked_similarity, encode_images, encode_texts, scoring_precision
+from temde.retrieval import block_sizes, blocked_similarity, encode_images, encode_texts, scoring_precision
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 SMALL = dict(vocab_size=40, img_dim=24, word_dim=12, embed_size=16, sim_dim=8)
@@ -130,3 +130,11 @@ def test_bench_gpu_smoke(tmp_path):
     assert len(rows) == 6 or saved["training"]["part"]["cut_short"]  # a busy machine may hit the time limit
     md = (tmp_path / files[1]).read_text()
     assert len(result["figures"]) >= 20 and all(line in md for line in result["figures"])
+
+
+def test_block_sizes_caller_then_model_then_default():
+    model = random_sgraf("SGR", **SMALL)
+    assert block_sizes(model) == (128, 512)  # SGRAF.similarity_defaults reaches make eval (eval.*_block: null)
+    assert block_sizes(model, 7, None) == (7, 512) and block_sizes(object(), None, 9) == (128, 9)
+    with pytest.raises(InputError, match="img_block"):
+        block_sizes(model, 0, 4)
