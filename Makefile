@@ -63,9 +63,9 @@ lint: venv
 reproduce: venv
 	$(PY) scripts/reproduce.py --table $(TABLE) --data $(or $(DATA),real) $(ARGS)
 
-## wandb sweep (configs/sweeps/$(SWEEP).yaml): creates the sweep and runs an agent
+## wandb sweep (sweeps/$(SWEEP).yaml): creates the sweep and runs an agent
 sweep: venv
-	$(PY) scripts/sweep.py configs/sweeps/$(SWEEP).yaml $(ARGS)
+	$(PY) scripts/sweep.py sweeps/$(SWEEP).yaml $(ARGS)
 
 ## Benchmarks: latency (T-EMDE vs self-attention) and scoring speed vs the official per-caption loop, at 1 and 2
 ## threads; JSON under experiments/benchmarks/ (flagged "publishable": false when the load average exceeds 1.5)
