@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from sgraf_official_format import official_state_dicts, reference_similarities
 
 from temde.bench import gpu
@@ -18,6 +19,7 @@ from temde.bench.timing import interleaved, publishable, write_json
 from temde.errors import InputError
 from temde.models.sgraf import GPU_CHUNK, MAX_CHUNK, MIN_CHUNK, SGRAF, auto_chunk_size
 from temde.modules.graph import SimilarityGraph
+from temde.preflight import check_eval_options
 from temde.retrieval import block_sizes, blocked_similarity, encode_images, encode_texts, scoring_precision
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,3 +140,9 @@ def test_block_sizes_caller_then_model_then_default():
     assert block_sizes(model, 7, None) == (7, 512) and block_sizes(object(), None, 9) == (128, 9)
     with pytest.raises(InputError, match="img_block"):
         block_sizes(model, 0, 4)
+
+
+def test_bad_eval_precision_is_refused_up_front():
+    check_eval_options(OmegaConf.create({"eval": {"img_block": None, "txt_block": 512, "precision": "bf16"}}))
+    with pytest.raises(InputError, match="eval.precision"):
+        check_eval_options(OmegaConf.create({"eval": {"precision": "fp16"}}))
