@@ -211,3 +211,22 @@ def test_interrupted_regeneration_is_never_accepted_as_mixed(tmp_path, monkeypat
     assert "vocab" in check_manifest(tmp_path, "syn", old)
     ensure_synthetic_dataset(tmp_path, "syn", old)
     assert check_manifest(tmp_path, "syn", old) is None
+
+
+def test_twin_accuracy_is_chance_for_mean_pooling_and_perfect_for_an_oracle(world):
+    from temde.data.synthetic.twins import load_split, twin_accuracy
+
+    meta, captions = load_split(world, "test")
+    feats = np.load(world / "test_ims.npy")
+    # an oracle that knows which image each caption belongs to
+    oracle = np.zeros((len(meta), len(captions)))
+    oracle[np.arange(len(captions)) // 5, np.arange(len(captions))] = 1
+    acc = twin_accuracy(oracle, meta, captions)
+    assert acc["binding"]["accuracy"] == 1.0 and acc["binding"]["captions"] >= 6
+    assert acc["relation"]["accuracy"] == 1.0
+    # mean pooling of the content channels cannot separate relation twins at all (identical content channels)
+    rng = np.random.default_rng(0)
+    pooled = np.maximum(feats[:, :, :-N_BOX_CHANNELS], 0).mean(1)
+    caption_vectors = rng.standard_normal((len(captions), pooled.shape[1]))
+    relation = twin_accuracy(pooled @ caption_vectors.T, meta, captions)["relation"]
+    assert relation["accuracy"] == 0.0  # identical content channels: equal scores, never strictly right
