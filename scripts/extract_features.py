@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
-from temde.features import (  # noqa: E402
+from temde.features import (
     DEFAULT_ARCH,
     DEFAULT_GRID,
     DEFAULT_IMAGE_SIZE,

@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 
-from temde.checkpoint import build_model, load_model, save_model
+from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
+from temde.data.validate import validate_run_inputs
+from temde.errors import InputError, exit_bad_input
 from temde.evaluate import evaluate_models, resolve_device, write_metrics
 from temde.evaluation import METRIC_KEYS
 from temde.lightning import RetrievalLitModule
@@ -46,17 +48,6 @@ def model_config_for(cfg: DictConfig, vocab_size: int) -> dict[str, Any]:
     return config
 
 
-def check_feature_dim(model_config: dict[str, Any], datamodule: Any) -> None:
-    """Fail before training when the model's input size does not match the region features on disk."""
-    split = datamodule.dataset(datamodule.train_split)
-    expected = model_config.get("img_dim")
-    if expected is not None and expected != split.feature_dim:
-        raise ValueError(
-            f"model.img_dim={expected} but {split.images_path} holds {split.feature_dim}-d region features; "
-            f"set model.img_dim={split.feature_dim}"
-        )
-
-
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, export the best model, evaluate it; returns (test metrics per split, run metadata)."""
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
@@ -67,7 +58,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = hydra.utils.instantiate(cfg.data)
     vocab = datamodule.vocab
     model_config = model_config_for(cfg, len(vocab))
-    check_feature_dim(model_config, datamodule)
+    validate_run_inputs(datamodule, model_config, test=cfg.eval.test)  # every split, before any training
     model = build_model(model_config)
     module = RetrievalLitModule(
         model=model,
@@ -88,7 +79,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.ckpt_path:
+        read_resume_checkpoint(cfg.ckpt_path)  # allow-listed model + Lightning layout, read with weights_only
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     train_seconds = time.time() - started
 
     checkpoint_cb = trainer.checkpoint_callback
@@ -120,7 +113,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    _, meta = train(cfg)
+    try:
+        _, meta = train(cfg)
+    except InputError as err:
+        exit_bad_input(err)
     # Returned for Hydra sweepers (Optuna): the best validation score, never a test number.
     return meta["val_best"]
 

@@ -40,6 +40,7 @@ class PrecompDataModule(pl.LightningDataModule):
         sort_by_length: bool = True,
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
+        validate: str = "full",
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -56,6 +57,7 @@ class PrecompDataModule(pl.LightningDataModule):
         self.sort_by_length = sort_by_length
         self.synthetic = SyntheticSpec(**synthetic) if synthetic is not None else None
         self.seed = seed  # shuffling order depends only on (seed, epoch)
+        self.validate = validate  # up-front input check (temde.data.validate): full | shapes
         self._vocab: Vocabulary | None = None
 
     def prepare_data(self) -> None:
