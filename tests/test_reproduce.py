@@ -23,6 +23,7 @@ from temde.reproduce import (
     significance,
 )
 from temde.reproduce.__main__ import main as reproduce_main
+from temde.reproduce.report import chance_metrics
 from tests.conftest import REPO
 
 # Smallest settings that still exercise every model of the table (36 regions: SGRAF's VisualSA BatchNorm).
@@ -108,7 +109,7 @@ def test_make_reproduce_f30k_synthetic_end_to_end(tmp_path, monkeypatch):
     assert "499.6" not in md and "| chance (random scores) |" in md  # synthetic rows are never set against the paper
     # chance on the tiny test split (5 images x 25 captions), analytically: i2t R@K = 1 - C(20, K) / C(25, K),
     # t2i R@K = min(K, 5) / 5: 20 + 70.8 + 94.3 + 20 + 100 + 100
-    assert report["chance"]["rsum"] == pytest.approx(405.2, abs=12)
+    assert report["chance"]["rsum"] == pytest.approx(405.17, abs=0.01)
     figures = sorted(p.name for p in (results / "synthetic_f30k").glob("*.png"))
     assert "recall_sgraf.png" in figures and sum(f.startswith("curves_") for f in figures) == 9
     assert (REPO / "experiments" / "results" / "synthetic_f30k.json").stat().st_mtime_ns == published  # no --publish
@@ -137,6 +138,15 @@ def test_significance_marks_differences_beyond_two_standard_deviations():
     assert [(p["a"], p["b"], p["exceeds"]) for p in pairs] == [("a", "b", True), ("a", "c", False),
                                                                ("b", "c", False)]
     assert mean_std([{k: 1.0 for k in RECALLS}])[1] is None
+
+
+def test_chance_is_the_expected_recall_of_random_scores():
+    exact = chance_metrics(100, 500, fold5=False)
+    assert exact["t2i_r5"] == pytest.approx(5.0) and exact["i2t_r1"] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)  # independent check: the mean over random score matrices
+    sampled = [retrieval_metrics(rng.standard_normal((100, 500)))["rsum"] for _ in range(200)]
+    assert np.mean(sampled) == pytest.approx(exact["rsum"], abs=3 * np.std(sampled) / np.sqrt(200))
+    assert chance_metrics(500, 2500, fold5=True) == exact  # five folds of 100 images
 
 
 def test_dry_run_prints_plan_and_trains_nothing(tmp_path, capsys):

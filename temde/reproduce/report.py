@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import time
@@ -24,7 +25,6 @@ from temde.reproduce.plan import RECALLS, REPO, Plan
 
 log = logging.getLogger(__name__)
 SIGNIFICANCE_STDS = 2.0
-CHANCE_DRAWS = 10
 
 
 def row_metrics(sims: list[np.ndarray], fold5: bool) -> dict[str, float]:
@@ -54,11 +54,18 @@ def mean_std(values: list[dict[str, float]]) -> tuple[dict[str, float], dict[str
     return mean, {k: float(np.std([v[k] for v in values], ddof=1)) for k in values[0]}
 
 
-def chance_metrics(shape: tuple[int, int], fold5: bool, draws: int = CHANCE_DRAWS) -> dict[str, float]:
-    """Expected metrics of random scores on a split of this shape (mean over ``draws`` seeded draws)."""
-    rng = np.random.default_rng(0)
-    runs = [retrieval_metrics(rng.standard_normal(shape).astype(np.float32), fold5=fold5) for _ in range(draws)]
-    return mean_std(runs)[0]
+def chance_metrics(n_images: int, n_captions: int, fold5: bool) -> dict[str, float]:
+    """Expected recalls of random scores, exactly: i2t R@K = 1 - C(C - c, K) / C(C, K) (none of an image's c
+    captions in the top K of C), t2i R@K = min(K, N) / N; with ``fold5`` per fold of N / 5 images (same value)."""
+    if fold5:
+        n_images, n_captions = n_images // 5, n_captions // 5
+    per_image = n_captions // n_images
+    out = {}
+    for k in (1, 5, 10):
+        out[f"i2t_r{k}"] = 100.0 * (1 - math.comb(n_captions - per_image, k) / math.comb(n_captions, k))
+        out[f"t2i_r{k}"] = 100.0 * min(k, n_images) / n_images
+    out["rsum"] = sum(out[k] for k in RECALLS if k != "rsum")
+    return out
 
 
 def significance(rows: list[dict[str, Any]], key: str = "rsum") -> list[dict[str, Any]]:
@@ -91,7 +98,7 @@ def build_report(plan: Plan, sims: dict[str, np.ndarray], run_info: dict[str, di
     return {"table": plan.table, "title": plan.title, "data": plan.data, "protocol": plan.protocol,
             "eval_split": plan.eval_split, "commit": git_commit(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "replicates": len(plan.rows[0].replicas) if plan.rows else 0,
-            "chance": chance_metrics(shape, fold5), "rows": rows, "significance": significance(rows),
+            "chance": chance_metrics(*shape, fold5), "rows": rows, "significance": significance(rows),
             "runs": list(run_info.values())}
 
 
