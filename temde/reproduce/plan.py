@@ -1,9 +1,9 @@
 """Plan a paper-table reproduction: which rows, which runs (experiment + seed + overrides), how long.
 
-Tables are data (``configs/reproduce/<table>.yaml``): rows -> checkpoints (experiment + seed) whose similarity
+Tables are data (``tables/<table>.yaml``): rows -> checkpoints (experiment + seed) whose similarity
 matrices are averaged. A run is identified by (experiment, seed, overrides); its directory is
 ``<out_root>/<experiment>_s<seed>_<hash>/``. ``--data synthetic`` swaps each experiment for its CPU-sized
-synthetic counterpart (mapping in ``configs/reproduce/shared.yaml``) and adds the synthetic-only rows (the
+synthetic counterpart (mapping in ``tables/shared.yaml``) and adds the synthetic-only rows (the
 baseline). ``replicates`` repeats every row with shifted seeds so that a row is reported as mean +- std.
 """
 
@@ -25,7 +25,7 @@ from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
-TABLES_DIR = CONFIG_DIR / "reproduce"
+TABLES_DIR = REPO / "tables"  # outside configs/: not a Hydra config group
 TABLES = ("f30k", "coco1k", "coco5k")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 SEED_STRIDE = 100  # replicate r of a row trains every run with seed + r * SEED_STRIDE
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------- the table
 def load_table(name: str, tables_dir: Path = TABLES_DIR) -> dict[str, Any]:
-    """``configs/reproduce/<name>.yaml`` merged with ``shared.yaml`` (table keys win)."""
+    """``tables/<name>.yaml`` merged with ``shared.yaml`` (table keys win)."""
     path = tables_dir / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in tables_dir.glob("*.yaml") if p.stem != "shared")
@@ -149,7 +149,7 @@ def build_plan(
                 if row["mapped"]:
                     mapped = table["synthetic"].get(experiment)
                     if mapped is None:
-                        raise KeyError(f"configs/reproduce/shared.yaml: no synthetic counterpart for {experiment!r}")
+                        raise KeyError(f"tables/shared.yaml: no synthetic counterpart for {experiment!r}")
                     experiment, run_over = mapped["experiment"], list(mapped.get("overrides", []))
                 run_over += scoped.get(experiment, [])
                 seed = int(r.get("seed", 0)) + rep * SEED_STRIDE

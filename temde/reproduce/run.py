@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
-from temde.evaluate import resolve_device, split_similarity
+from temde.evaluating import resolve_device
 from temde.reproduce.plan import Plan, RunSpec, compose_run_config, estimate_run, is_finished
 from temde.reproduce.report import build_report, write_report
-from temde.train import train
+from temde.retrieval import split_similarity
+from temde.training import train
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess", env: di
 
 
 def _train_inprocess(run: RunSpec, run_dir: Path) -> None:
-    cfg = compose_run_config(run, run_dir, hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # ${hydra:...} now resolves through the HydraConfig singleton, as in a real run
-    train(cfg)
+    train(compose_run_config(run), run_dir, experiment=run.experiment)
 
 
 def _record_run_facts(plan: Plan, run: RunSpec, estimate: dict[str, Any] | None) -> None:
@@ -69,7 +64,7 @@ def _record_run_facts(plan: Plan, run: RunSpec, estimate: dict[str, Any] | None)
     path.write_text(json.dumps(facts, indent=2))
 
 
-def run_similarity(run_dir: Path, split: str, img_block: int = 128, txt_block: int = 128,
+def run_similarity(run_dir: Path, split: str, img_block: int | None = None, txt_block: int | None = None,
                    batch_size: int = 128, device: str = "auto") -> np.ndarray:
     """Test similarity matrix of a finished run, cached as ``sims_<split>.npy`` next to its checkpoint."""
     cache = run_dir / f"sims_{split}.npy"
@@ -78,7 +73,9 @@ def run_similarity(run_dir: Path, split: str, img_block: int = 128, txt_block: i
     info = json.loads((run_dir / "reproduce_data.json").read_text())
     model, payload = load_model(run_dir / "model_best.ckpt")
     dataset = PrecompDataset(Path(info["root"]), info["name"], split, Vocabulary(payload["word2idx"]))
-    sims = split_similarity(model, dataset, img_block, txt_block, batch_size, resolve_device(device))
+    tokens, lengths = dataset.caption_tokens()
+    sims = split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block, batch_size,
+                            resolve_device(device))
     sims = np.asarray(sims, dtype=np.float32)
     np.save(cache, sims)
     return sims
