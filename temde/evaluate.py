@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from temde.checkpoint import load_model
 from temde.data.datamodule import PrecompDataModule
+from temde.data.hf_tokenizer import caption_encoder_for
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
 from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
@@ -98,7 +99,8 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     models = []
     for path in paths:
         model, payload = load_model(path)
-        vocab = Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab
+        vocab = caption_encoder_for(payload["model_config"], None) or (
+            Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab)
         models.append((model, vocab))
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,

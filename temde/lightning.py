@@ -80,7 +80,7 @@ class RetrievalLitModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         # A parameter listed twice (VSRN's official quirk) is updated twice per step only by the per-tensor loop.
         duplicated = getattr(self.model, "duplicate_caption_parameters", False)
-        optimizer = torch.optim.Adam(self._optimized_parameters(), lr=self.hparams.lr,
+        optimizer = torch.optim.Adam(with_group_lrs(self._optimized_parameters(), self.hparams.lr), lr=self.hparams.lr,
                                      foreach=False if duplicated else None)
         # Official step decay, set per epoch: lr = lr0 * decay ** (epoch // lr_update).
         lr_update, decay = self.hparams.lr_update, self.hparams.lr_decay
@@ -120,6 +120,13 @@ class RetrievalLitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["word2idx"] = self.word2idx
+
+
+def with_group_lrs(params: list[Any], lr: float) -> list[Any]:
+    """Parameter groups from ``optimizer_parameters`` carry an ``lr_scale`` (e.g. 0.1 for pretrained weights):
+    turn it into the group's ``lr``; the step decay then scales every group alike. Plain tensors pass as is."""
+    return [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": lr * g.get("lr_scale", 1.0)}
+            if isinstance(g, dict) else g for g in params]
 
 
 def _ordered(parts: list[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Tensor]:
