@@ -47,8 +47,16 @@ def model_config_for(cfg: DictConfig, vocab_size: int) -> dict[str, Any]:
 
 
 def check_feature_dim(model_config: dict[str, Any], datamodule: Any) -> None:
-    """Fail before training when the model's input size does not match the region features on disk."""
+    """Fail before training when the model's input size does not match the region features on disk.
+
+    SGRAF's ``num_region`` (VisualSA's BatchNorm over region slots; 36 upstream) follows the data: your own
+    grid features have 49 regions (7 x 7), detector features ``--num-regions``.
+    """
     split = datamodule.dataset(datamodule.train_split)
+    if "num_region" in model_config and model_config["num_region"] != split.n_regions:
+        log.info("model.num_region=%s follows the data: %s has %d regions per image", model_config["num_region"],
+                 split.images_path, split.n_regions)
+        model_config["num_region"] = split.n_regions
     expected = model_config.get("img_dim")
     if expected is not None and expected != split.feature_dim:
         raise ValueError(
