@@ -89,7 +89,7 @@ def write_metrics(results: dict[str, dict[str, float]], out_dir: Path, extra: di
     return path
 
 
-@hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+@hydra.main(config_path="configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     paths = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)

@@ -126,7 +126,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return results, meta
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     _, meta = train(cfg)
     # Returned for Hydra sweepers (Optuna): the best validation score, never a test number.

@@ -127,3 +127,22 @@ def test_script_draws_boxes_on_the_image(checkpoints, tiny_data_root, tmp_path):
     np.save(tmp_path / "bad_boxes.npy", boxes[:, :3])
     assert _script().main([*base, "--out", str(tmp_path / "x.png"), "--image-file", str(picture), "--boxes",
                            str(tmp_path / "bad_boxes.npy")]) == 2
+
+
+def test_visualize_retrieval_scores_a_split_from_a_checkpoint(checkpoints, tiny_data_root, capsys):
+    spec = importlib.util.spec_from_file_location("visualize_retrieval", REPO / "scripts" / "visualize_retrieval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--ckpt", str(checkpoints["sgr"]), "--root", str(tiny_data_root), "--split", "test", "--k", "3",
+            "--text-queries", "4", "--image-queries", "2"]
+    assert mod.main(argv) == 0  # no save_sims run and no ids file needed (the synthetic data has none)
+    out = capsys.readouterr().out
+    model, payload = load_model(checkpoints["sgr"])
+    sims = split_similarity(model, PrecompDataset(tiny_data_root, "synthetic_precomp", "test",
+                                                  Vocabulary(payload["word2idx"])))
+    best = np.argsort(-sims[:, 4].numpy(), kind="stable")[:3]
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("text query 4"))
+    for rank, i in enumerate(best, 1):
+        assert f"image {i}" in lines[start + rank] and f"score {float(sims[i, 4]):.4f}" in lines[start + rank]
+    assert any(ln.startswith("image query image 2") for ln in lines) and "(id " not in out
