@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from torch import nn
 
+from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import build_vocab
 from temde.detector import DetectorRegions, top_regions
-from temde.features import boxes_path, manifest_path, regions_mask_path
+from temde.features import FeatureError, boxes_path, extract_features, manifest_path, regions_mask_path
 from temde.train import train
 from tests.helpers import compose_config
 
@@ -95,3 +97,25 @@ def test_detector_extraction_writes_a_scan_split_that_trains(tmp_path):
                  "callbacks.progress_bar=null", "logger=none"]
     results, meta = train(compose_config("train", overrides, tmp_path / "run"))
     assert set(results) == {"test"} and np.isfinite(results["test"]["rsum"]) and meta["val_best"] is not None
+    _, payload = load_model(tmp_path / "run" / "model_best.ckpt")
+    assert payload["model_config"]["num_region"] == 8  # the checkpoint rebuilds with the data's region count
+
+
+def test_missing_detector_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
+    kwargs = {"arch": "resnet18", "regions": "detector", "progress": False}
+    with pytest.raises(FeatureError, match="not in torchvision's cache"):  # backbone weights found, detector's not
+        extract_features([image], tmp_path / "x_ims.npy", weights=str(_resnet18_file(tmp_path)), **kwargs)
+    with pytest.raises(FeatureError, match="weights file not found"):
+        extract_features([image], tmp_path / "x_ims.npy", weights=str(_resnet18_file(tmp_path)),
+                         detector_weights=str(tmp_path / "nope.pth"), **kwargs)
+    assert not (tmp_path / "x_ims.npy").exists()
+
+
+def _resnet18_file(tmp_path):
+    path = tmp_path / "r18.pth"
+    if not path.exists():
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
