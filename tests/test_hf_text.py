@@ -122,3 +122,25 @@ def test_sgr_temde_with_minilm_learns(tmp_path, tiny_data_root):
                  for s in range(20)) / 20  # ~148 for 20 images
     # 4 tiny epochs reach ~240 on this machine; the full synthetic config reaches ~590 in one epoch (docs).
     assert results["test"]["rsum"] > chance + 80
+
+
+def test_vsrn_with_transformer_trains_a_step_with_its_caption_branch():
+    tok = HFTokenizer(MINILM)
+    torch.manual_seed(0)
+    model = VSRN(len(tok), img_dim=8, embed_size=16, text_encoder="transformer", model_name_or_path=MINILM,
+                 global_encoder="temde", dim_hidden=16, dim_word=8)
+    encoded = [tok.encode(c) for c in CAPTIONS]
+    samples = [(torch.randn(5, 8), torch.tensor(e), i, i) for i, e in enumerate(encoded)]
+    batch = collate(samples)
+    lit = _lit(model)
+    opt = lit.configure_optimizers()["optimizer"]
+    img = model.encode_images(batch["images"], batch["regions_mask"])
+    txt = model.encode_texts(batch["tokens"], batch["lengths"])
+    aux = model.auxiliary_losses(batch, img, txt)
+    loss = ContrastiveLoss(max_violation=False)(model.similarity(img, txt)) + aux["caption"]
+    assert "sketch" in txt and torch.isfinite(loss)
+    before = model.txt_enc.transformer.embeddings.word_embeddings.weight.detach().clone()
+    loss.backward()
+    opt.step()
+    moved = (model.txt_enc.transformer.embeddings.word_embeddings.weight - before).abs().max()
+    assert 0 < float(moved) <= 1e-4 * 1.01  # Adam's first step moves each weight by at most its group lr (1e-4)
