@@ -16,7 +16,8 @@ CONFIG ?= synthetic_sgr_temde
 EXPERIMENT := $(if $(CONFIG),experiment=$(CONFIG),)
 ARGS ?=
 CKPT ?=
-DATA ?= synthetic
+# No shared default: `make eval` needs DATA; `make reproduce` uses the table's real data unless DATA=synthetic.
+DATA ?=
 TABLE ?= f30k
 SWEEP ?= temde_bayes
 
@@ -46,7 +47,7 @@ train: venv
 
 ## Evaluate checkpoints: make eval CKPT=a.ckpt[,b.ckpt] DATA=f30k|coco|synthetic (several = ensemble)
 eval: venv
-	@test -n "$(CKPT)" || (echo "usage: make eval CKPT=path[,path2] DATA=f30k|coco|synthetic" && exit 2)
+	$(if $(and $(CKPT),$(DATA)),,$(error usage: make eval CKPT=path[,path2] DATA=f30k|coco|synthetic (DATA: the split the checkpoints are evaluated on; nothing is assumed)))
 	$(PY) -m temde.evaluate 'ckpt=[$(CKPT)]' data=$(DATA) $(ARGS)
 
 ## Lint + unit tests (what CI runs)
@@ -58,8 +59,9 @@ lint: venv
 	$(VENV_DIR)/bin/ruff check .
 
 ## Reproduce a paper table: make reproduce TABLE=f30k|coco1k|coco5k [DATA=synthetic] [ARGS=--dry-run]
+## (default: the table's real data; stops with one line when it is missing)
 reproduce: venv
-	$(PY) scripts/reproduce.py --table $(TABLE) --data $(DATA) $(ARGS)
+	$(PY) scripts/reproduce.py --table $(TABLE) --data $(or $(DATA),real) $(ARGS)
 
 ## wandb sweep (configs/sweeps/$(SWEEP).yaml): creates the sweep and runs an agent
 sweep: venv

@@ -30,12 +30,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.evaluation import retrieval_metrics  # noqa: E402
-from temde.models.base import Repr, slice_repr  # noqa: E402
-from temde.models.sgraf import SGRAF  # noqa: E402
-from temde.retrieval import blocked_similarity, encode_images, encode_texts  # noqa: E402
+from temde.evaluation import retrieval_metrics
+from temde.models.base import Repr, slice_repr
+from temde.models.sgraf import SGRAF
+from temde.retrieval import blocked_similarity, encode_images, encode_texts
 
 F30K_VOCAB = 8481
 F30K_TEST = (1000, 5000)

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,10 +45,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.modules.pooling import MeanPool, MultiHeadSelfAttentionPool  # noqa: E402
-from temde.modules.temde import TEMDE  # noqa: E402
+from temde.modules.pooling import MeanPool, MultiHeadSelfAttentionPool
+from temde.modules.temde import TEMDE
 
 PAPER_BATCH = 128  # SGRAF/VSRN training batch size
 PAPER_DIM = 1024  # SGRAF embed_size (joint space)

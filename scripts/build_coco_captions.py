@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
-from temde.data.coco import KARPATHY_SPLITS, CocoBuildError, build_split  # noqa: E402
+from temde.data.coco import KARPATHY_SPLITS, CocoBuildError, build_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

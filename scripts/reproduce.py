@@ -14,14 +14,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from temde.reproduce import REPO, TABLES, build_plan, estimate_run, format_plan, reproduce
+from temde.data.required import require_files
+from temde.errors import EXIT_BAD_INPUT, InputError
+from temde.reproduce import REPO, TABLES, build_plan, compose_run_config, estimate_run, format_plan, reproduce
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", required=True, choices=TABLES)
-    p.add_argument("--data", default="synthetic",
-                   help="synthetic (CPU-sized counterparts) | real | f30k | coco (real data of the table)")
+    p.add_argument("--data", default="real",
+                   help="real | f30k | coco (the table's real data, the default) | synthetic (CPU-sized "
+                        "counterparts, only when asked for)")
     p.add_argument("--epochs", type=int, help="override trainer.max_epochs of every run (part of the run key)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override for every run, repeatable (part of the run key), e.g. data.root=/data; "
@@ -50,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"--data {data} does not fit table {args.table} (expected {expected}, real or synthetic)")
         data = "real"
     plan = build_plan(args.table, data, args.epochs, args.override, args.out_root, args.rows)
+    if data == "real" and not args.dry_run:
+        try:
+            require_files((compose_run_config(run).data for run in plan.runs),
+                          f"the CPU-sized synthetic table instead: make reproduce TABLE={args.table} DATA=synthetic")
+        except InputError as err:
+            print(err.one_line(), file=sys.stderr)
+            return EXIT_BAD_INPUT
     steps = {k: float(v) for k, v in (s.split("=", 1) for s in args.step_seconds)}
     estimates = [estimate_run(run, plan, steps) for run in plan.runs]
     print(format_plan(plan, estimates))

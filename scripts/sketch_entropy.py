@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.checkpoint import load_model  # noqa: E402
-from temde.data.precomp import PrecompDataset  # noqa: E402
-from temde.data.vocab import Vocabulary  # noqa: E402
-from temde.modules.temde import TEMDE  # noqa: E402
+from temde.checkpoint import checkpoint_vocabulary, load_model
+from temde.data.precomp import PrecompDataset
+from temde.data.vocab import Vocabulary
+from temde.modules.temde import TEMDE
 
 
 def entropy(hist: torch.Tensor) -> float:
@@ -61,7 +58,7 @@ def main() -> None:
     p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "experiments/benchmarks")
     args = p.parse_args()
     model, payload = load_model(args.checkpoint)
-    dataset = PrecompDataset(args.data_root, args.data_name, args.split, Vocabulary(payload["word2idx"]))
+    dataset = PrecompDataset(args.data_root, args.data_name, args.split, Vocabulary(checkpoint_vocabulary(args.checkpoint, payload)))
     result = {"checkpoint": str(args.checkpoint), "data": args.data_name, "split": args.split,
               "n_images": dataset.n_images, "n_captions": len(dataset), **sketch_entropies(model, dataset)}
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from temde.checkpoint import load_model  # noqa: E402
-from temde.data.precomp import PrecompDataset  # noqa: E402
-from temde.data.vocab import Vocabulary  # noqa: E402
-from temde.evaluation import retrieval_metrics  # noqa: E402
-from temde.retrieval import blocked_similarity, encode_images, encode_texts  # noqa: E402
-from temde.two_stage import global_only_metrics, two_stage_evaluate  # noqa: E402
+from temde.checkpoint import checkpoint_vocabulary, load_model
+from temde.data.precomp import PrecompDataset
+from temde.data.vocab import Vocabulary
+from temde.evaluation import retrieval_metrics
+from temde.retrieval import blocked_similarity, encode_images, encode_texts
+from temde.two_stage import global_only_metrics, two_stage_evaluate
 
 
 def main() -> None:
@@ -44,9 +42,7 @@ def main() -> None:
 
     model, payload = load_model(args.ckpt)
     model.to(args.device)
-    if payload.get("word2idx") is None:
-        raise SystemExit(f"{args.ckpt} carries no vocabulary; cannot tokenize {args.split} captions")
-    vocab = Vocabulary(payload["word2idx"])
+    vocab = Vocabulary(checkpoint_vocabulary(args.ckpt, payload))
     dataset = PrecompDataset(args.data_root, args.data_name, args.split, vocab)
     images = dataset.image_features()
     tokens, lengths = dataset.caption_tokens()

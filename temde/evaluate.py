@@ -19,11 +19,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from temde.checkpoint import load_model
+from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.datamodule import PrecompDataModule
 from temde.data.hf_tokenizer import caption_encoder_for
 from temde.data.precomp import PrecompDataset
-from temde.data.vocab import Vocabulary
+from temde.data.validate import validate_eval_inputs
+from temde.data.vocab import Vocabulary, load_vocab
+from temde.errors import InputError, exit_bad_input
 from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
 from temde.retrieval import blocked_similarity, encode_images, encode_texts
 
@@ -91,18 +93,32 @@ def write_metrics(results: dict[str, dict[str, float]], out_dir: Path, extra: di
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    try:
+        return evaluate_run(cfg)
+    except InputError as err:
+        exit_bad_input(err)
+
+
+def evaluate_run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Load the checkpoints, check every test split up front, evaluate, write metrics.json."""
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     paths = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
     if not paths or paths == [None]:
         raise SystemExit("give at least one checkpoint: python -m temde.evaluate ckpt=<path> (or ckpt=[a,b])")
     datamodule = hydra.utils.instantiate(cfg.data)
-    models = []
+    explicit = load_vocab(cfg.vocab).word2idx if cfg.get("vocab") else None
+    models, checks = [], []
     for path in paths:
         model, payload = load_model(path)
-        vocab = caption_encoder_for(payload["model_config"], None)  # a transformer's own tokenizer
-        if vocab is None:
-            vocab = Vocabulary(payload["word2idx"]) if payload.get("word2idx") else datamodule.vocab
-        models.append((model, vocab))
+        tokenizer = caption_encoder_for(payload["model_config"], None)  # a transformer's own tokenizer
+        if tokenizer is not None:
+            models.append((model, tokenizer))
+            checks.append((payload["model_config"], tokenizer.id_map()))
+            continue
+        word2idx = checkpoint_vocabulary(path, payload, explicit, cfg.get("vocab"))
+        models.append((model, Vocabulary(word2idx)))
+        checks.append((payload["model_config"], word2idx))
+    validate_eval_inputs(datamodule, checks)  # every test split, before any encoding
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
                               cfg.eval.batch_size, resolve_device(cfg.eval.device),

@@ -17,8 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from temde.distributed import gather_eval_parts, sharded_blocked_similarity
+from temde.errors import InputError
 from temde.evaluation import retrieval_metrics
 from temde.models.base import concat_reprs, index_repr, to_device
+from temde.optim import clip_grad_norm_per_entry, has_duplicates, make_adam
 
 
 class RetrievalLitModule(pl.LightningModule):
@@ -46,7 +48,16 @@ class RetrievalLitModule(pl.LightningModule):
         self._val_parts: dict[int, list[tuple[Tensor, dict[str, Tensor]]]] = {}
 
     # ---- training -------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # float16 loss scaling unscales every list entry: a repeated tensor's gradient would be divided twice.
+        if str(self.trainer.precision) == "16-mixed" and has_duplicates(self._optimized_parameters()):
+            raise InputError("trainer.precision", "32-true or bf16-mixed for a model whose optimizer list names a "
+                                                  "tensor twice (16-mixed would unscale its gradient twice)")
+
     def on_train_epoch_start(self) -> None:
+        # Train mode every epoch, whatever mode the model came in (loaders return eval mode and Lightning >= 2.6
+        # only warns): BatchNorm must use batch statistics and dropout must be on, as in the official loops.
+        self.train()
         # Reseed every epoch (dropout, shuffling): a run resumed from an epoch-end checkpoint then continues
         # exactly as the uninterrupted run would (Lightning checkpoints do not store RNG states).
         seed = self.hparams.seed + self.current_epoch
@@ -73,15 +84,15 @@ class RetrievalLitModule(pl.LightningModule):
         return loss
 
     def _optimized_parameters(self) -> list[Tensor]:
+        """The model's optimizer list (hook ``optimizer_parameters``; it may name a tensor twice), else all."""
         if hasattr(self.model, "optimizer_parameters"):
             return list(self.model.optimizer_parameters())
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        # A parameter listed twice (VSRN's official quirk) is updated twice per step only by the per-tensor loop.
-        duplicated = getattr(self.model, "duplicate_caption_parameters", False)
-        optimizer = torch.optim.Adam(with_group_lrs(self._optimized_parameters(), self.hparams.lr), lr=self.hparams.lr,
-                                     foreach=False if duplicated else None)
+        # A tensor listed twice gets two updates per step (temde.optim): per-tensor Adam for such lists. Groups
+        # with an lr_scale (pretrained text weights) get their own learning rate.
+        optimizer = make_adam(with_group_lrs(self._optimized_parameters(), self.hparams.lr), lr=self.hparams.lr)
         # Official step decay, set per epoch: lr = lr0 * decay ** (epoch // lr_update).
         lr_update, decay = self.hparams.lr_update, self.hparams.lr_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: decay ** (epoch // lr_update))
@@ -90,7 +101,12 @@ class RetrievalLitModule(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None) -> None:
         # Total L2 norm over every optimized parameter, every step (official clip_grad_norm_(params, 2.0)).
-        if self.hparams.grad_clip and self.hparams.grad_clip > 0:
+        if not self.hparams.grad_clip or self.hparams.grad_clip <= 0:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if has_duplicates(params):  # count and scale each list entry, on every device (temde.optim)
+            clip_grad_norm_per_entry(params, self.hparams.grad_clip)
+        else:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
 
     # ---- validation -----------------------------------------------------------------------------------------
@@ -127,6 +143,34 @@ def with_group_lrs(params: list[Any], lr: float) -> list[Any]:
     turn it into the group's ``lr``; the step decay then scales every group alike. Plain tensors pass as is."""
     return [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": lr * g.get("lr_scale", 1.0)}
             if isinstance(g, dict) else g for g in params]
+
+
+class ValidationSchedule(pl.Callback):
+    """Validate every ``every_n_steps`` training iterations of the whole run *and* at the end of every epoch.
+
+    This is the official VSRN cadence (``val_step=500``: validate when the global iteration count is a multiple
+    of 500, and again after each epoch), which Lightning's ``val_check_interval`` cannot express (it offers one
+    or the other), so the training loop's per-batch decision is extended when fitting starts. ``None`` keeps
+    Lightning's once-per-epoch validation (official SGRAF). Checkpoint selection then sees every validation.
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise InputError("callbacks.validation_schedule.every_n_steps", "a positive integer or null")
+        self.every_n_steps = every_n_steps
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.every_n_steps is None or stage != "fit":
+            return
+        loop, every = trainer.fit_loop.epoch_loop, self.every_n_steps
+
+        def should_check_val(data_fetcher: Any) -> bool:
+            if not loop._should_check_val_epoch():
+                return False
+            # total_batch_idx counts every training batch of the run (restored on resume), like official Eiters.
+            return loop.batch_progress.is_last_batch or (loop.total_batch_idx + 1) % every == 0
+
+        loop._should_check_val_fx = should_check_val
 
 
 def _ordered(parts: list[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Tensor]:

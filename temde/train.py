@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 
-from temde.checkpoint import build_model, load_model, save_model
+from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
+from temde.data.validate import check_split, validate_run_inputs
+from temde.errors import InputError, exit_bad_input
 from temde.evaluate import evaluate_models, resolve_device, write_metrics
 from temde.evaluation import METRIC_KEYS
 from temde.lightning import RetrievalLitModule
@@ -46,23 +48,17 @@ def model_config_for(cfg: DictConfig, vocab_size: int) -> dict[str, Any]:
     return config
 
 
-def check_feature_dim(model_config: dict[str, Any], datamodule: Any) -> None:
-    """Fail before training when the model's input size does not match the region features on disk.
-
-    SGRAF's ``num_region`` (VisualSA's BatchNorm over region slots; 36 upstream) follows the data: your own
-    grid features have 49 regions (7 x 7), detector features ``--num-regions``.
-    """
-    split = datamodule.dataset(datamodule.train_split)
-    if "num_region" in model_config and model_config["num_region"] != split.n_regions:
+def follow_data_regions(model_config: dict[str, Any], datamodule: Any) -> None:
+    """SGRAF's ``num_region`` (VisualSA's BatchNorm over region slots; 36 upstream) follows the train split: your
+    own grid features have 49 regions (7 x 7), detector features ``--num-regions``. The other splits must then
+    have as many (checked by :func:`validate_run_inputs`). Only the feature file's header is read."""
+    if "num_region" not in model_config:
+        return
+    n_regions = check_split(datamodule.root, datamodule.name, datamodule.train_split, values=False).n_regions
+    if model_config["num_region"] != n_regions:
         log.info("model.num_region=%s follows the data: %s has %d regions per image", model_config["num_region"],
-                 split.images_path, split.n_regions)
-        model_config["num_region"] = split.n_regions
-    expected = model_config.get("img_dim")
-    if expected is not None and expected != split.feature_dim:
-        raise ValueError(
-            f"model.img_dim={expected} but {split.images_path} holds {split.feature_dim}-d region features; "
-            f"set model.img_dim={split.feature_dim}"
-        )
+                 datamodule.train_split, n_regions)
+        model_config["num_region"] = n_regions
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,7 +71,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = hydra.utils.instantiate(cfg.data)
     vocab = datamodule.vocab
     model_config = model_config_for(cfg, len(vocab))
-    check_feature_dim(model_config, datamodule)
+    follow_data_regions(model_config, datamodule)
+    validate_run_inputs(datamodule, model_config, test=cfg.eval.test)  # every split, before any training
     model = build_model(model_config)
     module = RetrievalLitModule(
         model=model,
@@ -96,7 +93,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.ckpt_path:
+        read_resume_checkpoint(cfg.ckpt_path)  # allow-listed model + Lightning layout, read with weights_only
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     train_seconds = time.time() - started
 
     checkpoint_cb = trainer.checkpoint_callback
@@ -128,7 +127,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    _, meta = train(cfg)
+    try:
+        _, meta = train(cfg)
+    except InputError as err:
+        exit_bad_input(err)
     # Returned for Hydra sweepers (Optuna): the best validation score, never a test number.
     return meta["val_best"]
 

@@ -15,6 +15,7 @@ from temde.checkpoint import load_model
 from temde.convert import load_official
 from temde.convert.__main__ import main as convert_main
 from temde.convert.sgraf import PREFIXES, convert_sgraf
+from temde.errors import InputError
 
 DIMS = dict(vocab_size=30, img_dim=20, word_dim=10, embed_size=12, sim_dim=6)
 UNPICKLED: list[str] = []
@@ -114,7 +115,7 @@ def test_no_arbitrary_unpickling(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="without unpickling code"):
         load_official("sgraf", path)
     assert UNPICKLED == []
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="missing.pth.tar.*file not found"):
         load_official("sgraf", tmp_path / "missing.pth.tar")
     not_official = tmp_path / "plain.pth"
     torch.save({"state_dict": {}}, not_official)

@@ -18,7 +18,9 @@ import torch
 
 from temde.convert import load_official
 from temde.convert.vsrn import ConversionError, convert_vsrn, map_image_keys, map_text_keys
-from temde.data.vsrn_vocab import UnsafePickleError, load_vsrn_vocab
+from temde.data.vocab import load_vsrn_vocab
+from temde.data.vsrn_vocab import UnsafePickleError
+from temde.errors import InputError
 from temde.models.vsrn import VSRN
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
@@ -299,7 +301,7 @@ def test_checkpoint_with_arbitrary_globals_is_refused(tmp_path):
     path = tmp_path / "evil.pth.tar"
     torch.save({"model": [img, txt], "opt": official_opt("f30k_precomp"), "payload": _Exploit(marker)}, path,
                _use_new_zipfile_serialization=False)
-    with pytest.raises(ConversionError, match="safe loader"):
+    with pytest.raises(InputError, match="safe loader"):
         convert_vsrn(path)
     assert not marker.exists()
 

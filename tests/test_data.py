@@ -12,6 +12,7 @@ from temde.data.precomp import DataError, PrecompDataset, collate
 from temde.data.synthetic import SyntheticSpec, ensure_synthetic_dataset, write_synthetic_dataset
 from temde.data.tokenize import tokenize
 from temde.data.vocab import Vocabulary, build_vocab, load_json_vocab, load_vocab
+from temde.errors import InputError
 from tests.conftest import SHARED_REFERENCE, TINY_SPEC
 
 F30K_VOCAB = SHARED_REFERENCE / "vocab" / "f30k_precomp_vocab.json"
@@ -84,16 +85,17 @@ def test_bad_vocab_file_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json.*SCAN vocabulary JSON"):
         load_json_vocab(bad)
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(InputError, match="missing.json.*not found"):
         load_json_vocab(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="special tokens"):
         Vocabulary({"a": 0})
 
 
-def _write_split(root, name, split, n_rows, n_caps, shape_tail=(3, 4)):
+def _write_split(root, name, split, n_rows, n_caps, shape_tail=(3, 4), repeat=1):
     d = root / name
     d.mkdir(parents=True, exist_ok=True)
     feats = np.arange(n_rows * np.prod(shape_tail), dtype=np.float32).reshape(n_rows, *shape_tail)
+    feats = feats[np.arange(n_rows) // repeat * repeat]  # repeat=5: one row per caption, rows 5k..5k+4 equal
     np.save(d / f"{split}_ims.npy", feats)
     (d / f"{split}_caps.txt").write_text("".join(f"caption number {i}\n" for i in range(n_caps)))
     return feats
@@ -102,7 +104,7 @@ def _write_split(root, name, split, n_rows, n_caps, shape_tail=(3, 4)):
 def test_precomp_layouts_and_truncation(tmp_path):
     vocab = build_vocab(["caption number"] * 4)
     per_image = _write_split(tmp_path, "x", "test", 4, 20)
-    per_caption = _write_split(tmp_path, "x", "dev", 20, 20)
+    per_caption = _write_split(tmp_path, "x", "dev", 20, 20, repeat=5)
     ds = PrecompDataset(tmp_path, "x", "test", vocab)
     assert ds.im_div == 5 and len(ds) == 20 and ds.n_images == 4
     image, tokens, cap_id, img_id = ds[13]
@@ -111,7 +113,7 @@ def test_precomp_layouts_and_truncation(tmp_path):
     assert torch.equal(ds.image_features(), torch.from_numpy(per_image))
     dev = PrecompDataset(tmp_path, "x", "dev", vocab, max_captions=10)
     assert dev.im_div == 1 and len(dev) == 10 and dev.n_images == 2
-    assert torch.equal(dev[7][0], torch.from_numpy(per_caption[7]))
+    assert torch.equal(dev[7][0], torch.from_numpy(per_caption[7])) and torch.equal(dev[7][0], dev[5][0])
     # distinct images of a one-row-per-caption file are rows 0, 5, 10, ...
     assert torch.equal(dev.image_features(), torch.from_numpy(per_caption[[0, 5]]))
     assert isinstance(ds.features, np.memmap)  # memory-mapped, never read whole
@@ -138,7 +140,7 @@ def test_missing_directory_and_count_mismatch_and_bad_shape(tmp_path):
     d.mkdir()
     np.save(d / "train_ims.npy", np.zeros((5, 7), dtype=np.float32))
     (d / "train_caps.txt").write_text("a\n" * 5)
-    with pytest.raises(DataError, match=r"train_ims.npy has shape \(5, 7\).*expected float \(N, R, F\)"):
+    with pytest.raises(DataError, match=r"train_ims.npy: has shape \(5, 7\).*expected float \(N, R, F\)"):
         PrecompDataset(tmp_path, "y", "train", vocab)
     (d / "train_ims.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable .npy"):

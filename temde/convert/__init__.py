@@ -12,6 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from temde.convert.sgraf import convert_sgraf
+from temde.convert.vsrn import convert_vsrn
+from temde.errors import InputError
+
 KINDS = ("sgraf", "vsrn")
 
 
@@ -24,11 +28,7 @@ def convert_official(kind: str, path: str | Path, vocab: Any = None) -> tuple[nn
     """Like :func:`load_official` but also returns the ``model_config`` needed to save our checkpoint."""
     kind = kind.lower()
     if kind == "sgraf":
-        from temde.convert.sgraf import convert_sgraf
-
         return convert_sgraf(path, vocab)
     if kind == "vsrn":
-        from temde.convert.vsrn import convert_vsrn
-
         return convert_vsrn(path, vocab)
-    raise ValueError(f"unknown checkpoint kind {kind!r}; expected one of {KINDS}")
+    raise InputError("kind", f"unknown checkpoint kind {kind!r}; expected one of {KINDS}")

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from temde.checkpoint import read_torch_file
+from temde.data.vocab import load_vocab
+from temde.errors import InputError
 from temde.models.sgraf import SGRAF
 
 PREFIXES = ("img_enc", "txt_enc", "sim_enc")  # order of the official ``model`` list
@@ -27,6 +30,8 @@ PREFIXES = ("img_enc", "txt_enc", "sim_enc")  # order of the official ``model`` 
 OPTION_KEYS = ("vocab_size", "img_dim", "word_dim", "embed_size", "sim_dim", "num_layers", "bi_gru", "module_name",
                "sgr_step")
 TARGET = "temde.models.sgraf.SGRAF"
+OFFICIAL_WHAT = "an official SGRAF checkpoint readable without unpickling code (a torch.save-d dict with 'model' and 'opt')"
+OFFICIAL_HINT = "only tensors, containers, argparse.Namespace and NumPy scalars are loaded"
 
 
 def _safe_globals() -> list[Any]:
@@ -42,21 +47,10 @@ def _safe_globals() -> list[Any]:
 
 def read_official_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` an official SGRAF/VSRN-style checkpoint safely (allow-listed ``argparse.Namespace``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name and what was expected
-        raise ValueError(
-            f"{path}: cannot be read as an official checkpoint without unpickling code "
-            f"({err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}). Expected a torch.save-d "
-            "dict with 'model' (list of state dicts) and 'opt' (argparse.Namespace)."
-        ) from err
+    ckpt = read_torch_file(path, _safe_globals(), what=OFFICIAL_WHAT, hint=OFFICIAL_HINT)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "opt" not in ckpt:
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: expected an official checkpoint dict with 'model' and 'opt', found {found}")
+        raise InputError(path, f"expected an official checkpoint dict with 'model' and 'opt', found {found}")
     return ckpt
 
 
@@ -66,12 +60,16 @@ def read_word2idx(vocab: Any) -> dict[str, int] | None:
     if vocab is None:
         return None
     if isinstance(vocab, (str, Path)):
-        with open(vocab, encoding="utf-8") as f:
-            data = json.load(f)
-        data = data.get("word2idx", data) if isinstance(data, dict) else data
-        if not isinstance(data, dict):
-            raise ValueError(f"{vocab}: expected a vocabulary JSON with a 'word2idx' mapping")
-        return {str(k): int(v) for k, v in data.items()}
+        if Path(vocab).suffix == ".pkl" or not Path(vocab).is_file():
+            return dict(load_vocab(vocab).word2idx)  # VSRN pickle (restricted unpickler) / clear not-found line
+        try:
+            data = json.loads(Path(vocab).read_text(encoding="utf-8"))
+            data = data.get("word2idx", data) if isinstance(data, dict) else data
+            if not isinstance(data, dict):
+                raise TypeError("no 'word2idx' mapping")
+            return {str(k): int(v) for k, v in data.items()}
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(vocab, f"expected a vocabulary JSON with a 'word2idx' mapping ({err})") from err
     if isinstance(vocab, Mapping):
         return {str(k): int(v) for k, v in vocab.get("word2idx", vocab).items()}
     if hasattr(vocab, "word2idx"):

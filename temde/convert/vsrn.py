@@ -20,9 +20,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from temde.checkpoint import read_torch_file
+from temde.data.vocab import load_vocab
+from temde.errors import InputError
 from temde.models.vsrn import VSRN
 
 TARGET = "temde.models.vsrn.VSRN"
@@ -33,23 +35,17 @@ _GCN_PARTS = {"g": "g", "theta": "theta", "phi": "phi", "W.0": "proj", "W.1": "b
 _CONV_PARTS = ("g", "theta", "phi", "W.0")  # Conv1d(k=1) weights (out, in, 1) -> Linear (out, in)
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """The checkpoint does not match the VSRN layout we convert; the message says what and where."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)  # messages start with the file name
 
 
 def read_official_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True plus ``argparse.Namespace``; returns the raw checkpoint dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VSRN checkpoint {path} not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name and what was expected
-        raise ConversionError(
-            f"{path}: cannot read it as an official VSRN checkpoint with the safe loader (tensors, dicts and "
-            f"argparse.Namespace only): {err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ) from err
+    ckpt = read_torch_file(path, [argparse.Namespace], what="an official VSRN checkpoint (a torch.save-d dict "
+                           "with 'model' and 'opt')", hint="the safe loader reads tensors, dicts and argparse.Namespace only")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ConversionError(f"{path}: expected a dict with a 'model' entry (official VSRN save_checkpoint)")
     model = ckpt["model"]
@@ -72,8 +68,6 @@ def _vocab_len(vocab: Any) -> int | None:
     if vocab is None:
         return None
     if isinstance(vocab, (str, Path)):
-        from temde.data.vocab import load_vocab
-
         vocab = load_vocab(vocab)
     if isinstance(vocab, dict) and isinstance(vocab.get("word2idx"), dict):
         vocab = vocab["word2idx"]

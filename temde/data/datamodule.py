@@ -41,6 +41,7 @@ class PrecompDataModule(pl.LightningDataModule):
         sort_by_length: bool = True,
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
+        validate: str = "full",
         tokenizer: str | None = None,
     ) -> None:
         super().__init__()
@@ -58,6 +59,7 @@ class PrecompDataModule(pl.LightningDataModule):
         self.sort_by_length = sort_by_length
         self.synthetic = SyntheticSpec(**synthetic) if synthetic is not None else None
         self.seed = seed  # shuffling order depends only on (seed, epoch)
+        self.validate = validate  # up-front input check (temde.data.validate): full | shapes
         # A pretrained model's own tokenizer (text_encoder=transformer) replaces the SCAN vocabulary.
         self.tokenizer = tokenizer
         self._vocab: Vocabulary | HFTokenizer | None = None

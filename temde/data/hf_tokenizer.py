@@ -39,6 +39,10 @@ class HFTokenizer:
             caption = caption.decode("utf-8")
         return list(self.tokenizer(caption.strip(), truncation=True, max_length=self.max_length)["input_ids"])
 
+    def id_map(self) -> dict[str, int]:
+        """Every sub-word and its id (for the up-front check that ids fit the model's embedding rows)."""
+        return dict(self.tokenizer.get_vocab())
+
     def tokens(self, ids: list[int]) -> list[str]:
         """The sub-word strings of ``ids`` (for attention pictures)."""
         return list(self.tokenizer.convert_ids_to_tokens(list(ids)))

@@ -15,43 +15,59 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from temde.data.vocab import Vocabulary
+from temde.errors import InputError
 
 CAPTIONS_PER_IMAGE = 5  # SCAN / Flickr30K / COCO convention: captions 5k..5k+4 describe image k
 DATA_HELP = "see data/README.md for where to download the SCAN features and how the tree must look"
 
 
-class DataError(ValueError):
-    """Bad or missing dataset files; the message names the file and what was expected."""
+class DataError(InputError):
+    """Bad or missing dataset files; names the file and what was expected."""
 
 
-def _check_dir(path: Path) -> None:
+def check_dir(path: Path) -> None:
     if not path.is_dir():
-        raise DataError(f"dataset directory {path} does not exist; {DATA_HELP}")
+        raise DataError(path, f"dataset directory does not exist; {DATA_HELP}")
 
 
 def load_features(path: Path) -> np.ndarray:
     """Memory-map ``<split>_ims.npy`` and check it is (N, R, F) float."""
     if not path.is_file():
-        raise DataError(f"feature file {path} not found (expected a float array (N, R, F)); {DATA_HELP}")
+        raise DataError(path, f"feature file not found (expected a float array (N, R, F)); {DATA_HELP}")
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{path} is not a readable .npy array of region features (N, R, F): {err}") from err
+        raise DataError(path, f"not a readable .npy array of region features (N, R, F) (truncated or not "
+                              f"NumPy): {err}") from err
     if feats.ndim != 3 or not np.issubdtype(feats.dtype, np.floating):
-        raise DataError(f"{path} has shape {feats.shape} and dtype {feats.dtype}; expected float (N, R, F)")
+        raise DataError(path, f"has shape {feats.shape} and dtype {feats.dtype}; expected float (N, R, F)")
     return feats
 
 
 def load_captions(path: Path) -> list[bytes]:
-    """Read captions as stripped bytes lines (the official loaders open the file in binary mode)."""
+    """Read captions as stripped bytes lines (the official loaders open the file in binary mode).
+
+    Every line must decode as UTF-8 (the tokenizer decodes it later, mid-training): the first bad line is
+    reported here with its number.
+    """
     if not path.is_file():
-        raise DataError(f"caption file {path} not found (expected one caption per line); {DATA_HELP}")
+        raise DataError(path, f"caption file not found (expected one caption per line); {DATA_HELP}")
     with open(path, "rb") as f:
         captions = [line.strip() for line in f]
     while captions and not captions[-1]:
         captions.pop()  # a trailing newline is not a caption
     if not captions:
-        raise DataError(f"caption file {path} is empty")
+        raise DataError(path, "caption file is empty; expected one caption per line")
+    try:
+        b"\n".join(captions).decode("utf-8")
+    except UnicodeDecodeError:
+        for number, line in enumerate(captions, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(path, f"line {number} is not UTF-8 text ({err.reason} at byte {err.start}: "
+                                      f"{line[max(0, err.start - 10):err.start + 10]!r}); expected UTF-8 captions"
+                                ) from err
     return captions
 
 
@@ -67,7 +83,7 @@ class PrecompDataset(Dataset):
         max_captions: int | None = None,
     ) -> None:
         self.dir = Path(root) / name
-        _check_dir(self.dir)
+        check_dir(self.dir)
         self.split = split
         self.vocab = vocab
         self.images_path = self.dir / f"{split}_ims.npy"
@@ -79,10 +95,12 @@ class PrecompDataset(Dataset):
         self.im_div = 1 if n_rows == n_caps else CAPTIONS_PER_IMAGE
         if self.im_div == CAPTIONS_PER_IMAGE and n_caps != CAPTIONS_PER_IMAGE * n_rows:
             raise DataError(
-                f"{self.captions_path} has {n_caps} captions but {self.images_path} has {n_rows} feature rows; "
+                self.captions_path, f"{n_caps} captions but {self.images_path} has {n_rows} feature rows; "
                 f"expected {CAPTIONS_PER_IMAGE} captions per row ({CAPTIONS_PER_IMAGE * n_rows}) "
                 "or one row per caption"
             )
+        if self.im_div == 1:
+            check_repeated_rows(self.features, self.images_path, groups=sample_groups(n_rows))
         if max_captions is not None:
             captions = captions[:max_captions]  # official dev split: first 5000 captions / 1000 images
         self.captions = captions
@@ -115,7 +133,7 @@ class PrecompDataset(Dataset):
         """(n_images, R, F) float32 of the distinct images, read chunk by chunk from the memory map."""
         if len(self.captions) % CAPTIONS_PER_IMAGE:
             raise DataError(
-                f"{self.captions_path}: {len(self.captions)} captions is not a multiple of "
+                self.captions_path, f"{len(self.captions)} captions is not a multiple of "
                 f"{CAPTIONS_PER_IMAGE}; evaluation needs {CAPTIONS_PER_IMAGE} consecutive captions per image"
             )
         rows = np.arange(self.n_images) * CAPTIONS_PER_IMAGE // self.im_div
@@ -129,6 +147,36 @@ class PrecompDataset(Dataset):
         """All captions as (M, L_max) zero-padded ids and (M,) lengths, in file order."""
         encoded = [self.vocab.encode(c) for c in self.captions]
         return pad_tokens(encoded)
+
+
+def sample_groups(n_rows: int, count: int = 8) -> np.ndarray:
+    """Indices of up to ``count`` evenly spread 5-row groups: a cheap layout probe at every dataset open."""
+    n_groups = n_rows // CAPTIONS_PER_IMAGE
+    return np.unique(np.linspace(0, max(n_groups - 1, 0), num=min(count, max(n_groups, 1))).astype(np.int64))
+
+
+def check_repeated_rows(features: np.ndarray, path: Path, groups: np.ndarray | None = None) -> None:
+    """One feature row per caption means rows 5k..5k+4 are the same image: check the given groups (all if None).
+
+    Without this, 10 distinct rows with 10 captions would silently be read as 2 images x 5 captions.
+    """
+    n = len(features)
+    if n % CAPTIONS_PER_IMAGE:
+        raise DataError(path, f"{n} feature rows, one per caption, is not a multiple of {CAPTIONS_PER_IMAGE}; "
+                              f"expected {CAPTIONS_PER_IMAGE} consecutive rows per image")
+    n_groups = n // CAPTIONS_PER_IMAGE
+    ids = np.arange(n_groups) if groups is None else groups
+    step = max(1, (64 << 20) // max(1, CAPTIONS_PER_IMAGE * features[0].nbytes))  # ~64 MB per read
+    for start in range(0, len(ids), step):
+        sel = ids[start:start + step]
+        rows = np.stack([features[g * CAPTIONS_PER_IMAGE:(g + 1) * CAPTIONS_PER_IMAGE] for g in sel])
+        same = (rows == rows[:, :1]).reshape(len(sel), CAPTIONS_PER_IMAGE, -1).all(axis=2)
+        if not same.all():
+            g, r = np.argwhere(~same)[0]
+            first = int(sel[g]) * CAPTIONS_PER_IMAGE
+            raise DataError(path, f"{n} feature rows for {n} captions (one row per caption), but rows {first} and "
+                                  f"{first + int(r)} differ; expected rows 5k..5k+4 to repeat one image, or "
+                                  f"{CAPTIONS_PER_IMAGE * n} captions for {n} images")
 
 
 def pad_tokens(encoded: list[list[int]] | list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -160,7 +208,8 @@ class ImageSet(Dataset):
 
     def __init__(self, split: PrecompDataset) -> None:
         if len(split) % CAPTIONS_PER_IMAGE:
-            raise DataError(f"{split.captions_path}: {len(split)} captions is not a multiple of {CAPTIONS_PER_IMAGE}")
+            raise DataError(split.captions_path,
+                            f"{len(split)} captions is not a multiple of {CAPTIONS_PER_IMAGE}")
         self.split = split
 
     def __len__(self) -> int:

@@ -1,20 +1,26 @@
 """Word vocabularies in the SCAN JSON format (the ids index the embedding rows of official checkpoints).
 
+VSRN's pickled vocabularies are read by :mod:`temde.data.vsrn_vocab` (restricted unpickler, word2idx only) and
+wrapped here, so the dependency runs one way: vocab -> vsrn_vocab.
+
 Build one for your own data (bring-your-own-data, docs/byod.md)::
 
-    python -m temde.data.vocab build data/mine_precomp/train_caps.txt --out data/vocab/mine_precomp_vocab.json
+    python -m temde.data.vocab build data/own_precomp/train_caps.txt --out data/vocab/own_precomp_vocab.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from temde.data.tokenize import tokenize
+from temde.data.vsrn_vocab import read_vsrn_vocab_pickle
+from temde.errors import InputError
 
 # Special tokens and their fixed ids (SCAN/SGRAF/VSRN vocab.py).
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
@@ -58,9 +64,9 @@ class Vocabulary:
             "idx2word": {str(i): w for i, w in sorted(self.idx2word.items())},
             "idx": len(self),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)  # atomic: never a half-written vocabulary
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        tmp.replace(path)  # atomic: a concurrent reader never sees half a vocabulary
         return path
 
 
@@ -68,28 +74,43 @@ def load_json_vocab(path: str | Path) -> Vocabulary:
     """Read a SCAN JSON vocabulary exactly (ids as stored)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"vocabulary file {path} not found: put the SCAN vocab JSON there (see data/README.md) "
-            "or leave data.vocab_path empty to build one from the train captions"
-        )
+        raise InputError(path, "vocabulary file not found: put the SCAN vocab JSON there (see data/README.md) "
+                               "or leave data.vocab_path empty to build one from the train captions")
     try:
-        payload = json.loads(path.read_text())
-        word2idx = {str(w): int(i) for w, i in payload["word2idx"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(
-            f"{path} is not a SCAN vocabulary JSON (expected {{'word2idx': {{word: id}}, 'idx2word', 'idx'}}): {err}"
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        word2idx = {str(w): _int_id(i) for w, i in payload["word2idx"].items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise InputError(
+            path, f"is not a SCAN vocabulary JSON (expected {{'word2idx': {{word: id}}, 'idx2word', 'idx'}}): {err}"
         ) from err
-    return Vocabulary(word2idx)
+    return vocabulary_from(word2idx, path)
+
+
+def _int_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ids must be integers, found {value!r}")
+    return value
+
+
+def vocabulary_from(word2idx: dict[str, int], path: str | Path) -> Vocabulary:
+    """A :class:`Vocabulary` whose problems (duplicate ids, missing specials) are reported against ``path``."""
+    try:
+        return Vocabulary(word2idx)
+    except ValueError as err:
+        raise InputError(path, f"{err}; expected a SCAN-style vocabulary") from err
 
 
 def load_vocab(path: str | Path) -> Vocabulary:
     """Load a vocabulary by file type: SCAN ``.json`` or VSRN ``.pkl`` (restricted unpickler)."""
     path = Path(path)
     if path.suffix == ".pkl":
-        from temde.data.vsrn_vocab import load_vsrn_vocab
-
         return load_vsrn_vocab(path)
     return load_json_vocab(path)
+
+
+def load_vsrn_vocab(path: str | Path) -> Vocabulary:
+    """Official VSRN vocabulary pickle -> :class:`Vocabulary` (same ids)."""
+    return vocabulary_from(read_vsrn_vocab_pickle(path), path)
 
 
 def build_vocab(captions: Iterable[str | bytes], min_count: int = MIN_WORD_COUNT) -> Vocabulary:
