@@ -18,11 +18,9 @@ import sys
 import numpy as np
 
 from temde.checkpoint import load_model
-from temde.data.hf_tokenizer import caption_encoder_for
 from temde.data.precomp import CAPTIONS_PER_IMAGE, DataError, PrecompDataset
-from temde.data.vocab import Vocabulary, load_vocab
 from temde.errors import InputError
-from temde.viz.attention import caption_words, draw, explain
+from temde.viz.attention import caption_words, checkpoint_caption_encoder, draw, explain
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caption", type=int, default=0, help="caption index in <split>_caps.txt")
     p.add_argument("--image", type=int, default=None, help="image index (default: the caption's own image)")
     p.add_argument("--k", type=int, default=5, help="retrievals listed per direction")
-    p.add_argument("--vocab", default=None, help="vocabulary when the checkpoint carries none")
+    p.add_argument("--vocab", default=None,
+                   help="vocabulary file when the checkpoint carries none (must equal a stored one)")
     p.add_argument("--image-file", default=None, help="the image itself, to draw boxes on")
     p.add_argument("--boxes", default=None, help="<split>_boxes.npy (N, R, 4) from --regions detector")
     p.add_argument("--out", required=True, help="output PNG")
@@ -45,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         model, payload = load_model(args.ckpt)
-        vocab = caption_encoder_for(payload["model_config"], None)
-        if vocab is None:
-            if payload.get("word2idx"):
-                vocab = Vocabulary(payload["word2idx"])
-            else:
-                vocab = load_vocab(args.vocab or f"{args.root}/vocab/{args.name}_vocab.json")
+        vocab = checkpoint_caption_encoder(args.ckpt, payload, args.vocab)
         dataset = PrecompDataset(args.root, args.name, args.split, vocab)
         image = args.image if args.image is not None else args.caption // CAPTIONS_PER_IMAGE
         boxes = None

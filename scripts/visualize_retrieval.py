@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from temde.checkpoint import load_model
-from temde.data.hf_tokenizer import caption_encoder_for
 from temde.data.precomp import PrecompDataset
-from temde.data.vocab import Vocabulary, load_vocab
+from temde.errors import InputError
 from temde.evaluate import split_similarity
+from temde.viz.attention import checkpoint_caption_encoder
 
 CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k
 
@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", default="data", help="with --ckpt: data root")
     p.add_argument("--name", default="synthetic_precomp", help="with --ckpt: dataset directory name")
     p.add_argument("--split", default="test", help="with --ckpt: split to score")
-    p.add_argument("--vocab", default=None, help="with --ckpt: vocabulary when the checkpoint carries none")
+    p.add_argument("--vocab", default=None,
+                   help="with --ckpt: vocabulary file when the checkpoint carries none (must equal a stored one)")
     p.add_argument("--captions", default=None,
                    help="<split>_caps.txt aligned with the matrix columns (default with --ckpt: the split's)")
     p.add_argument("--ids", default=None, help="<split>_ids.txt: one image id per matrix row")
@@ -78,10 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _score_split(args: argparse.Namespace) -> np.ndarray:
     model, payload = load_model(args.ckpt)
-    vocab = caption_encoder_for(payload["model_config"], None)
-    if vocab is None:
-        vocab = (Vocabulary(payload["word2idx"]) if payload.get("word2idx")
-                 else load_vocab(args.vocab or Path(args.root) / "vocab" / f"{args.name}_vocab.json"))
+    vocab = checkpoint_caption_encoder(args.ckpt, payload, args.vocab)
     dataset = PrecompDataset(args.root, args.name, args.split, vocab)
     return split_similarity(model, dataset).numpy()
 
@@ -90,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     split_dir = Path(args.root) / args.name
     if args.ckpt:
-        sims = _score_split(args)
+        try:
+            sims = _score_split(args)
+        except InputError as err:
+            print(err.one_line(), file=sys.stderr)
+            return 2
         args.captions = args.captions or str(split_dir / f"{args.split}_caps.txt")
     else:
         sims = np.load(args.sims, mmap_mode="r")

@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from temde.checkpoint import load_model
+from temde.data.check import main as check_main
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import build_vocab
 from temde.detector import DetectorRegions, top_regions
@@ -99,6 +100,8 @@ def test_detector_extraction_writes_a_scan_split_that_trains(tmp_path):
     assert set(results) == {"test"} and np.isfinite(results["test"]["rsum"]) and meta["val_best"] is not None
     _, payload = load_model(tmp_path / "run" / "model_best.ckpt")
     assert payload["model_config"]["num_region"] == 8  # the checkpoint rebuilds with the data's region count
+    # The tree (features, captions, the vocabulary training built) passes the data check.
+    assert check_main([str(tmp_path / "data")]) == 0
 
 
 def test_missing_detector_weights_is_a_clear_error(tmp_path, monkeypatch):

@@ -31,7 +31,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from temde.checkpoint import checkpoint_vocabulary  # noqa: E402
+from temde.data.hf_tokenizer import HFTokenizer, caption_encoder_for  # noqa: E402
 from temde.data.precomp import CAPTIONS_PER_IMAGE, PrecompDataset  # noqa: E402
+from temde.data.vocab import Vocabulary, load_vocab  # noqa: E402
 from temde.evaluate import split_similarity  # noqa: E402
 from temde.models.sgraf import SGRAF  # noqa: E402
 from temde.models.vsrn import VSRN  # noqa: E402
@@ -41,6 +44,17 @@ from temde.modules.temde import TEMDE  # noqa: E402
 from temde.modules.vsrn_text import l2norm  # noqa: E402
 
 MAX_WORD_PANELS = 8  # words drawn as box pictures (the heat map shows all)
+
+
+def checkpoint_caption_encoder(path: str | Path, payload: dict[str, Any], vocab_path: str | Path | None = None
+                               ) -> Vocabulary | HFTokenizer:
+    """What a checkpoint's captions are encoded with: a transformer's own tokenizer, else the checkpoint's
+    vocabulary (an explicit ``vocab_path`` must equal it, or stand in when none is stored)."""
+    tokenizer = caption_encoder_for(payload["model_config"], None)
+    if tokenizer is not None:
+        return tokenizer
+    explicit = load_vocab(vocab_path).word2idx if vocab_path else None
+    return Vocabulary(checkpoint_vocabulary(path, payload, explicit, vocab_path))
 
 
 def caption_words(vocab: Any, ids: Sequence[int]) -> list[str]:
