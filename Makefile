@@ -63,9 +63,9 @@ lint: venv
 reproduce: venv
 	$(PY) scripts/reproduce.py --table $(TABLE) --data $(or $(DATA),real) $(ARGS)
 
-## wandb sweep (configs/sweeps/$(SWEEP).yaml): creates the sweep and runs an agent
+## wandb sweep (sweeps/$(SWEEP).yaml): creates the sweep and runs an agent
 sweep: venv
-	$(PY) scripts/sweep.py configs/sweeps/$(SWEEP).yaml $(ARGS)
+	$(PY) scripts/sweep.py sweeps/$(SWEEP).yaml $(ARGS)
 
 ## Benchmarks: latency (T-EMDE vs self-attention) and evaluation speed; JSON under experiments/benchmarks/
 bench: venv

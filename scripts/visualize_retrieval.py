@@ -27,7 +27,7 @@ import numpy as np
 from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.errors import InputError
-from temde.evaluate import split_similarity
+from temde.evaluating import split_similarity
 from temde.viz.attention import checkpoint_caption_encoder
 
 CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k

@@ -1,15 +1,13 @@
 """The one exception type for bad input, so every entry point can print it as a single actionable line.
 
 Raised where bad input enters (data files, vocabularies, checkpoints, configs); entry points catch it and print
-``temde: error: <file>: <what was expected>`` with exit code 2 (the full traceback with ``HYDRA_FULL_ERROR=1``).
+``temde: error: <file>: <what was expected>`` with exit code 2 (the full traceback with ``HYDRA_FULL_ERROR=1``;
+see :mod:`temde.cli`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 EXIT_BAD_INPUT = 2  # conventional exit status for a usage / input error
 
@@ -26,10 +24,3 @@ class InputError(ValueError):
         """The message as printed by the entry points: one line, no traceback."""
         return "temde: error: " + " ".join(str(self).split())
 
-
-def exit_bad_input(err: InputError) -> NoReturn:
-    """Print ``err`` as one line and exit 2; with ``HYDRA_FULL_ERROR=1`` re-raise it for the full traceback."""
-    if os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0"):
-        raise err
-    print(err.one_line(), file=sys.stderr, flush=True)
-    sys.exit(EXIT_BAD_INPUT)

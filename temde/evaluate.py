@@ -1,130 +1,28 @@
 """Evaluation entry point: ``python -m temde.evaluate ckpt=[a.ckpt,b.ckpt] data=f30k``.
 
-Several checkpoints form an ensemble: their similarity matrices are averaged with equal weight (SGRAF = SGR +
-SAF; VSRN* = two VSRN runs), exactly as the authors did offline. Each test split of the data config is
-evaluated (Flickr30K 1K test; COCO 5K and 1K = 5 folds of testall); ``metrics.json`` and a Recall table are
-written to the run directory.
+A thin Hydra shell over :func:`temde.evaluating.evaluate` (several checkpoints = an equal-weight ensemble);
+writes ``metrics.json`` and a Recall table into the run directory and says where.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
-from temde.checkpoint import checkpoint_vocabulary, load_model
-from temde.data.datamodule import PrecompDataModule
-from temde.data.hf_tokenizer import caption_encoder_for
-from temde.data.precomp import PrecompDataset
-from temde.data.validate import validate_eval_inputs
-from temde.data.vocab import Vocabulary, load_vocab
-from temde.errors import InputError, exit_bad_input
-from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
-from temde.retrieval import blocked_similarity, encode_images, encode_texts
+from temde.cli import run_reporting_errors
+from temde.evaluating import evaluate
+from temde.run_dir import register_resolvers
 
-log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@torch.no_grad()
-def split_similarity(
-    model: nn.Module,
-    dataset: PrecompDataset,
-    img_block: int = 128,
-    txt_block: int = 128,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-) -> Tensor:
-    """(n_images, n_captions) similarities of one split: encode each image and caption once, score blocks."""
-    model.eval().to(device)
-    images = dataset.image_features()
-    tokens, lengths = dataset.caption_tokens()
-    img = encode_images(model, images, batch_size, device)
-    txt = encode_texts(model, tokens, lengths, batch_size, device)
-    return blocked_similarity(model, img, txt, img_block, txt_block, device=device)
-
-
-def evaluate_models(
-    models: list[tuple[nn.Module, Vocabulary]],
-    datamodule: PrecompDataModule,
-    test_splits: dict[str, dict[str, Any]],
-    img_block: int = 128,
-    txt_block: int = 128,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-    save_dir: Path | None = None,
-) -> dict[str, dict[str, float]]:
-    """Metrics per test-split label for one model or the average of several (an ensemble)."""
-    cache: dict[str, Tensor] = {}  # one matrix per split: COCO 5K and 1K share the testall matrix
-    results = {}
-    for label, spec in test_splits.items():
-        split = spec["split"]
-        if split not in cache:
-            sims = []
-            for model, vocab in models:
-                dataset = PrecompDataset(datamodule.root, datamodule.name, split, vocab)
-                sims.append(split_similarity(model, dataset, img_block, txt_block, batch_size, device))
-            cache[split] = ensemble_similarities(sims) if len(sims) > 1 else sims[0]
-            if save_dir is not None:
-                np.save(save_dir / f"sims_{split}.npy", np.asarray(cache[split], dtype=np.float32))
-        results[label] = retrieval_metrics(cache[split], fold5=bool(spec.get("fold5", False)))
-    return results
-
-
-def write_metrics(results: dict[str, dict[str, float]], out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-    path = out_dir / "metrics.json"
-    payload = {**results, **({"_meta": extra} if extra else {})}
-    path.write_text(json.dumps(payload, indent=2))
-    print(format_metrics_table(results))
-    return path
+register_resolvers()
 
 
 @hydra.main(config_path="configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    try:
-        return evaluate_run(cfg)
-    except InputError as err:
-        exit_bad_input(err)
-
-
-def evaluate_run(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Load the checkpoints, check every test split up front, evaluate, write metrics.json."""
-    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    paths = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
-    if not paths or paths == [None]:
-        raise SystemExit("give at least one checkpoint: python -m temde.evaluate ckpt=<path> (or ckpt=[a,b])")
-    datamodule = hydra.utils.instantiate(cfg.data)
-    explicit = load_vocab(cfg.vocab).word2idx if cfg.get("vocab") else None
-    models, checks = [], []
-    for path in paths:
-        model, payload = load_model(path)
-        tokenizer = caption_encoder_for(payload["model_config"], None)  # a transformer's own tokenizer
-        if tokenizer is not None:
-            models.append((model, tokenizer))
-            checks.append((payload["model_config"], tokenizer.id_map()))
-            continue
-        word2idx = checkpoint_vocabulary(path, payload, explicit, cfg.get("vocab"))
-        models.append((model, Vocabulary(word2idx)))
-        checks.append((payload["model_config"], word2idx))
-    validate_eval_inputs(datamodule, checks)  # every test split, before any encoding
-    test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
-    results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
-                              cfg.eval.batch_size, resolve_device(cfg.eval.device),
-                              out_dir if cfg.save_sims else None)
-    write_metrics(results, out_dir, {"checkpoints": [str(p) for p in paths], "data": cfg.data.name})
-    return results
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    return run_reporting_errors(lambda: evaluate(cfg, out_dir), "temde.evaluate")
 
 
 if __name__ == "__main__":

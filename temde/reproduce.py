@@ -1,13 +1,13 @@
 """Reproduce a paper table: plan the runs, train what is missing (or reuse finished runs), evaluate, ensemble,
 compare with the reported numbers and write ``experiments/results/<table>.{md,json}`` plus figures.
 
-Tables are data (``configs/reproduce/<table>.yaml``): rows -> checkpoints (experiment + seed) whose similarity
+Tables are data (``tables/<table>.yaml``): rows -> checkpoints (experiment + seed) whose similarity
 matrices are averaged. A run is identified by (experiment, seed, overrides); its directory is
 ``<out_root>/<experiment>_s<seed>_<hash>/`` and it counts as finished once ``metrics.json`` and
 ``model_best.ckpt`` exist, so re-running a table only trains what is missing. Every run's test similarity
 matrix is cached next to its checkpoint, so a checkpoint shared by several rows (SGR in "SGR" and "SGRAF") is
 scored once. ``--data synthetic`` swaps each experiment for its CPU-sized synthetic counterpart (mapping in
-``configs/reproduce/shared.yaml``) so the whole pipeline runs in CI.
+``tables/shared.yaml``) so the whole pipeline runs in CI.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-TABLES_DIR = CONFIG_DIR / "reproduce"
+TABLES_DIR = REPO / "tables"  # outside configs/: not a Hydra config group
 TABLES = ("f30k", "coco1k", "coco5k")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------- the table
 def load_table(name: str, tables_dir: Path = TABLES_DIR) -> dict[str, Any]:
-    """``configs/reproduce/<name>.yaml`` merged with ``shared.yaml`` (table keys win)."""
+    """``tables/<name>.yaml`` merged with ``shared.yaml`` (table keys win)."""
     path = tables_dir / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in tables_dir.glob("*.yaml") if p.stem != "shared")
@@ -140,7 +140,7 @@ def build_plan(
             if data == "synthetic":
                 mapped = table["synthetic"].get(experiment)
                 if mapped is None:
-                    raise KeyError(f"configs/reproduce/shared.yaml: no synthetic counterpart for {experiment!r}")
+                    raise KeyError(f"tables/shared.yaml: no synthetic counterpart for {experiment!r}")
                 experiment, run_over = mapped["experiment"], list(mapped.get("overrides", []))
             run_over += scoped.get(experiment, [])
             spec = RunSpec(experiment, int(r.get("seed", 0)), tuple(run_over + extra), r["experiment"])
@@ -279,16 +279,9 @@ def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess", env: di
 
 
 def _train_inprocess(run: RunSpec, run_dir: Path) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from temde.training import train
 
-    from temde.train import train
-
-    cfg = compose_run_config(run, run_dir, hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # ${hydra:...} now resolves through the HydraConfig singleton, as in a real run
-    train(cfg)
+    train(compose_run_config(run), run_dir, experiment=run.experiment)
 
 
 def _record_run_facts(plan: Plan, run: RunSpec, estimate: dict[str, Any] | None) -> None:
@@ -309,7 +302,7 @@ def run_similarity(run_dir: Path, split: str, img_block: int = 128, txt_block: i
     from temde.checkpoint import load_model
     from temde.data.precomp import PrecompDataset
     from temde.data.vocab import Vocabulary
-    from temde.evaluate import resolve_device, split_similarity
+    from temde.evaluating import resolve_device, split_similarity
 
     info = json.loads((run_dir / "reproduce_data.json").read_text())
     model, payload = load_model(run_dir / "model_best.ckpt")

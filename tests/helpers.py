@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from tests.conftest import REPO, TINY_SPEC
 
@@ -14,16 +13,11 @@ TINY_DATA_OVERRIDES = [f"data.synthetic.{k}={v}"
                        for k, v in TINY_SPEC.__dict__.items()]
 
 
-def compose_config(config_name: str, overrides: list[str], out_dir: Path) -> DictConfig:
-    """Compose ``configs/<config_name>.yaml`` and register it as the running Hydra config (run dir = out_dir)."""
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with ``overrides``; ``temde.training.train(cfg, out_dir)`` and
+    ``temde.evaluating.evaluate(cfg, out_dir)`` take it as is (no Hydra run state needed)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a real run: ${hydra:...} now resolves through the HydraConfig singleton
-    return cfg
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def tiny_train_overrides(data_root: Path, epochs: int = 2) -> list[str]:

@@ -20,7 +20,7 @@ from temde.data.precomp import PrecompDataset
 from temde.data.vocab import build_vocab
 from temde.detector import DetectorRegions, top_regions
 from temde.features import FeatureError, boxes_path, extract_features, manifest_path, regions_mask_path
-from temde.train import train
+from temde.training import train
 from tests.helpers import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_detector_extraction_writes_a_scan_split_that_trains(tmp_path):
                  "data.batch_size=10", "~data.test_splits.testall_5fold",
                  "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
                  "callbacks.progress_bar=null", "logger=none"]
-    results, meta = train(compose_config("train", overrides, tmp_path / "run"))
+    results, meta = train(compose_config("train", overrides), tmp_path / "run")
     assert set(results) == {"test"} and np.isfinite(results["test"]["rsum"]) and meta["val_best"] is not None
     _, payload = load_model(tmp_path / "run" / "model_best.ckpt")
     assert payload["model_config"]["num_region"] == 8  # the checkpoint rebuilds with the data's region count

@@ -22,7 +22,7 @@ from temde.errors import InputError
 from temde.lightning import RetrievalLitModule, ValidationSchedule
 from temde.losses import ContrastiveLoss
 from temde.optim import clip_grad_norm_per_entry, has_duplicates
-from temde.train import model_config_for, train
+from temde.training import model_config_for, train
 from tests.conftest import REPO
 from tests.helpers import compose_config, tiny_train_overrides
 
@@ -201,8 +201,8 @@ def test_validates_every_n_steps_and_at_epoch_ends_and_keeps_the_best_of_all(tmp
     # tiny data: 400 captions / 32 = 13 iterations per epoch; every 5 iterations + epoch ends (13, 26, 39)
     out = tmp_path / "run"
     cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root, epochs=3), "eval.test=false",
-                                   "callbacks.validation_schedule.every_n_steps=5"], out)
-    _, meta = train(cfg)
+                                   "callbacks.validation_schedule.every_n_steps=5"])
+    _, meta = train(cfg, out)
     rows = _val_rows(out)
     assert [r["iteration"] for r in rows] == [5, 10, 13, 15, 20, 25, 26, 30, 35, 39]
     scores = [float(r["val/rsum"]) for r in rows]
@@ -219,8 +219,8 @@ def test_resume_is_exact_with_mid_epoch_validation(tmp_path, tiny_data_root):
 
     def run(name, extra):
         out = tmp_path / name
-        train(compose_config("train", [*tiny_train_overrides(tiny_data_root), "eval.test=false", every, *extra],
-                             out))
+        train(compose_config("train", [*tiny_train_overrides(tiny_data_root), "eval.test=false", every, *extra]),
+              out)
         return out
 
     straight = run("straight", ["trainer.max_epochs=3"])
@@ -231,8 +231,11 @@ def test_resume_is_exact_with_mid_epoch_validation(tmp_path, tiny_data_root):
     assert a["global_step"] == b["global_step"] == 39
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
-    # the resumed run validated at the same iterations of epoch 3 and found the same scores
+    # the resumed run validated at the same iterations of epoch 3 and found the same scores; its history carries
+    # the first run's validations over (temde.training copies it), so the whole history equals the straight run's
     assert [(r["step"], r["val/rsum"]) for r in _val_rows(resumed)] == \
+        [(r["step"], r["val/rsum"]) for r in _val_rows(straight)]
+    assert [(r["step"], r["val/rsum"]) for r in _val_rows(resumed) if r["iteration"] > 26] == \
         [(r["step"], r["val/rsum"]) for r in _val_rows(straight) if r["iteration"] > 26]
 
 
@@ -240,7 +243,7 @@ def test_resume_is_exact_with_mid_epoch_validation(tmp_path, tiny_data_root):
 def test_fine_tuning_a_loaded_checkpoint_trains_in_train_mode(tmp_path, tiny_data_root, monkeypatch):
     cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root), "experiment=synthetic_vsrn",
                                    "model.dim_hidden=8", "model.dim_word=8",
-                                   "model.duplicate_caption_parameters=true"], tmp_path)
+                                   "model.duplicate_caption_parameters=true"])
     datamodule = instantiate(cfg.data)
     model_config = model_config_for(cfg, len(datamodule.vocab))
     save_model(tmp_path / "m.ckpt", build_model(model_config), model_config, datamodule.vocab.word2idx)

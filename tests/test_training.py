@@ -9,7 +9,7 @@ import torch
 
 from temde.checkpoint import load_model
 from temde.losses import ContrastiveLoss
-from temde.train import train
+from temde.training import train
 from tests.helpers import compose_config, tiny_train_overrides
 
 
@@ -50,8 +50,8 @@ def test_contrastive_loss_plateau_value_and_shape_check():
 
 def _run(tmp_path, name, data_root, extra=()):
     out = tmp_path / name
-    cfg = compose_config("train", [*tiny_train_overrides(data_root), *extra], out)
-    results, meta = train(cfg)
+    cfg = compose_config("train", [*tiny_train_overrides(data_root), *extra])
+    results, meta = train(cfg, out)
     return out, results, meta
 
 
@@ -90,7 +90,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_data_root):
 
 
 def test_official_step_decay_schedule(tmp_path, tiny_data_root):
-    cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root), "optim.lr_update=2"], tmp_path)
+    cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root), "optim.lr_update=2"])
     from temde.checkpoint import build_model
     from temde.lightning import RetrievalLitModule
 
@@ -110,9 +110,9 @@ def test_missing_train_features_is_one_clear_line(tmp_path, tiny_data_root):
     root = tmp_path / "data"
     shutil.copytree(tiny_data_root, root)
     (root / "synthetic_precomp" / "train_ims.npy").unlink()
-    cfg = compose_config("train", [*tiny_train_overrides(root), "data.synthetic=null"], tmp_path / "run")
+    cfg = compose_config("train", [*tiny_train_overrides(root), "data.synthetic=null"])
     from temde.data.precomp import DataError
 
     with pytest.raises(DataError) as err:
-        train(cfg)
+        train(cfg, tmp_path / "run")
     assert str(root / "synthetic_precomp" / "train_ims.npy") in str(err.value)

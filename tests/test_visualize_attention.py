@@ -13,8 +13,8 @@ from PIL import Image
 from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
-from temde.evaluate import split_similarity
-from temde.train import train
+from temde.evaluating import split_similarity
+from temde.training import train
 from temde.viz.attention import caption_words, explain, shared_buckets
 from tests.helpers import compose_config, tiny_train_overrides
 
@@ -30,8 +30,8 @@ def checkpoints(tmp_path_factory, tiny_data_root):
     for name, extra in MODELS.items():
         run = tmp_path_factory.mktemp(name)
         cfg = compose_config("train", [*tiny_train_overrides(tiny_data_root, epochs=1), *extra, "eval.test=false",
-                                       "logger=none"], run)
-        train(cfg)
+                                       "logger=none"])
+        train(cfg, run)
         out[name] = run / "model_best.ckpt"
     return out
 

@@ -277,7 +277,7 @@ def test_experiment_configs_compose(experiment):
     from hydra import compose, initialize_config_dir
 
     from temde.checkpoint import build_model
-    from temde.train import model_config_for
+    from temde.training import model_config_for
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=False)

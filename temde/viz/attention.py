@@ -35,7 +35,7 @@ from temde.checkpoint import checkpoint_vocabulary  # noqa: E402
 from temde.data.hf_tokenizer import HFTokenizer, caption_encoder_for  # noqa: E402
 from temde.data.precomp import CAPTIONS_PER_IMAGE, PrecompDataset  # noqa: E402
 from temde.data.vocab import Vocabulary, load_vocab  # noqa: E402
-from temde.evaluate import split_similarity  # noqa: E402
+from temde.evaluating import split_similarity  # noqa: E402
 from temde.models.sgraf import SGRAF  # noqa: E402
 from temde.models.vsrn import VSRN  # noqa: E402
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_weights  # noqa: E402
