@@ -21,7 +21,7 @@ DATA ?=
 TABLE ?= f30k
 SWEEP ?= temde_bayes
 
-.PHONY: venv train eval test lint reproduce sweep bench clean-venv
+.PHONY: venv train eval test lint reproduce sweep bench bench-gpu clean-venv
 
 venv: $(STAMP)
 
@@ -67,10 +67,16 @@ reproduce: venv
 sweep: venv
 	$(PY) scripts/sweep.py sweeps/$(SWEEP).yaml $(ARGS)
 
-## Benchmarks: latency (T-EMDE vs self-attention) and evaluation speed; JSON under experiments/benchmarks/
+## Benchmarks: latency (T-EMDE vs self-attention) and scoring speed vs the official per-caption loop, at 1 and 2
+## threads; JSON under experiments/benchmarks/ (flagged "publishable": false when the load average exceeds 1.5)
 bench: venv
 	$(PY) scripts/bench_latency.py $(ARGS)
-	$(PY) scripts/bench_eval.py $(ARGS)
+	$(PY) scripts/bench_eval.py --threads 1 $(ARGS)
+	$(PY) scripts/bench_eval.py --threads 2 $(ARGS)
+
+## One-shot GPU check (< 8 min on one GPU): make bench-gpu [ARGS=--smoke for the CPU dry run]
+bench-gpu: venv
+	$(PY) scripts/bench_gpu.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,66 +6,7 @@ Writes ``experiments/benchmarks/sketch_entropy_<data>.json``::
     python scripts/sketch_entropy.py <run>/model_best.ckpt --data-root data --data-name synthetic_precomp
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import math
-from pathlib import Path
-
-import torch
-
-from temde.checkpoint import checkpoint_vocabulary, load_model
-from temde.data.precomp import PrecompDataset
-from temde.data.vocab import Vocabulary
-from temde.modules.temde import TEMDE
-
-
-def entropy(hist: torch.Tensor) -> float:
-    p = hist.clamp_min(1e-12)
-    return float(-(p * p.log()).sum(-1).mean())
-
-
-@torch.no_grad()
-def sketch_entropies(model: torch.nn.Module, dataset: PrecompDataset) -> dict[str, float]:
-    """Entropy of the L1 histograms that the model's (first) TEMDE module builds for images and captions."""
-    sketchers = [m for m in model.modules() if isinstance(m, TEMDE)]
-    if not sketchers:
-        raise SystemExit("this checkpoint has no T-EMDE module (global_encoder is not temde)")
-    img = model.encode_images(dataset.image_features())
-    tokens, lengths = dataset.caption_tokens()
-    txt = model.encode_texts(tokens, lengths)
-    sketcher, out = sketchers[0], {}
-    configured = sketcher.normalize
-    sketcher.normalize = "l1"  # the histogram itself, before the output normalization
-    try:
-        for name, rep, key in (("image", img, "regions"), ("text", txt, "words")):
-            if key not in rep:
-                raise SystemExit(f"the model's {name} representation has no '{key}' tokens to sketch")
-            out[f"{name}_mean_per_depth_entropy"] = entropy(sketcher(rep[key], rep[f"{key}_mask"]))
-    finally:
-        sketcher.normalize = configured
-    out["log_W"] = math.log(sketcher.width)
-    return out
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--data-root", type=Path, default=Path("data"))
-    p.add_argument("--data-name", default="synthetic_precomp")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "experiments/benchmarks")
-    args = p.parse_args()
-    model, payload = load_model(args.checkpoint)
-    dataset = PrecompDataset(args.data_root, args.data_name, args.split, Vocabulary(checkpoint_vocabulary(args.checkpoint, payload)))
-    result = {"checkpoint": str(args.checkpoint), "data": args.data_name, "split": args.split,
-              "n_images": dataset.n_images, "n_captions": len(dataset), **sketch_entropies(model, dataset)}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"sketch_entropy_{args.data_name.removesuffix('_precomp')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-
+from temde.bench.sketch_entropy import main
 
 if __name__ == "__main__":
     main()

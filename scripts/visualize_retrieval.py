@@ -27,8 +27,7 @@ import numpy as np
 from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.errors import InputError
-from temde.evaluating import split_similarity
-from temde.viz.attention import checkpoint_caption_encoder
+from temde.viz.attention import checkpoint_caption_encoder, dataset_similarity
 
 CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k
 
@@ -81,7 +80,7 @@ def _score_split(args: argparse.Namespace) -> np.ndarray:
     model, payload = load_model(args.ckpt)
     vocab = checkpoint_caption_encoder(args.ckpt, payload, args.vocab)
     dataset = PrecompDataset(args.root, args.name, args.split, vocab)
-    return split_similarity(model, dataset).numpy()
+    return dataset_similarity(model, dataset).numpy()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from temde.data.vocab import Vocabulary, load_vocab
 from temde.errors import InputError
 from temde.evaluation import ensemble_similarities, format_metrics_table, retrieval_metrics
 from temde.preflight import check_eval_options
-from temde.retrieval import blocked_similarity, encode_images, encode_texts
+from temde.retrieval import split_similarity
 from temde.runtime import apply_threads
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,19 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
-def split_similarity(
-    model: nn.Module,
-    dataset: PrecompDataset,
-    img_block: int = 128,
-    txt_block: int = 128,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-) -> Tensor:
-    """(n_images, n_captions) similarities of one split: encode each image and caption once, score blocks."""
-    model.eval().to(device)
-    images = dataset.image_features()
-    tokens, lengths = dataset.caption_tokens()
-    img = encode_images(model, images, batch_size, device)
-    txt = encode_texts(model, tokens, lengths, batch_size, device)
-    # a bar only on a terminal: redirected to a file, tqdm's redraws pile up into one unreadable line
-    return blocked_similarity(model, img, txt, img_block, txt_block, device=device, progress=sys.stderr.isatty())
-
-
 def evaluate_models(
     models: list[tuple[nn.Module, Vocabulary]],
     datamodule: PrecompDataModule,
     test_splits: dict[str, dict[str, Any]],
-    img_block: int = 128,
-    txt_block: int = 128,
+    img_block: int | None = None,
+    txt_block: int | None = None,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     save_dir: Path | None = None,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, float]]:
-    """Metrics per test-split label for one model or the average of several (an ensemble)."""
+    """Metrics per test-split label for one model or the average of several (an ensemble). Block sizes ``None``
+    = each model's ``similarity_defaults``; ``precision``: fp32 | tf32 | bf16 scoring."""
     cache: dict[str, Tensor] = {}  # one matrix per split: COCO 5K and 1K share the testall matrix
     results = {}
     for label, spec in test_splits.items():
@@ -82,7 +65,10 @@ def evaluate_models(
             sims = []
             for model, vocab in models:
                 dataset = PrecompDataset(datamodule.root, datamodule.name, split, vocab)
-                sims.append(split_similarity(model, dataset, img_block, txt_block, batch_size, device))
+                tokens, lengths = dataset.caption_tokens()
+                # a bar only on a terminal: redirected to a file, tqdm's redraws pile up into one unreadable line
+                sims.append(split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block,
+                                             batch_size, device, precision, progress=sys.stderr.isatty()))
             cache[split] = ensemble_similarities(sims) if len(sims) > 1 else sims[0]
             if save_dir is not None:
                 path = save_dir / f"sims_{split}.npy"
@@ -142,7 +128,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
                               cfg.eval.batch_size, resolve_device(cfg.eval.device),
-                              out_dir if cfg.save_sims else None)
+                              out_dir if cfg.save_sims else None, cfg.eval.get("precision", "fp32"))
     path = write_metrics(results, out_dir, {"checkpoints": [str(p) for p in paths], "data": cfg.data.name})
     print(f"wrote {path}" + (f" and sims_<split>.npy in {out_dir}" if cfg.save_sims else ""), flush=True)
     return results

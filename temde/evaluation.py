@@ -117,7 +117,8 @@ def t2i_ranks(sims: ArrayLike) -> np.ndarray:
     return ranks
 
 
-def _rank_stats(ranks: np.ndarray, prefix: str) -> dict[str, float]:
+def rank_stats(ranks: np.ndarray, prefix: str) -> dict[str, float]:
+    """R@K for every K in :data:`RECALL_KS`, medr and meanr of 0-based ranks, keys ``<prefix>_r1`` ..."""
     out = {f"{prefix}_r{k}": float(100.0 * np.mean(ranks < k)) for k in RECALL_KS}
     out[f"{prefix}_medr"] = float(np.floor(np.median(ranks)) + 1)
     out[f"{prefix}_meanr"] = float(np.mean(ranks) + 1)
@@ -125,7 +126,7 @@ def _rank_stats(ranks: np.ndarray, prefix: str) -> dict[str, float]:
 
 
 def _single(sims: np.ndarray) -> dict[str, float]:
-    m = {**_rank_stats(i2t_ranks(sims), "i2t"), **_rank_stats(t2i_ranks(sims), "t2i")}
+    m = {**rank_stats(i2t_ranks(sims), "i2t"), **rank_stats(t2i_ranks(sims), "t2i")}
     m["rsum"] = float(sum(m[k] for k in RECALL_KEYS))
     return {k: m[k] for k in METRIC_KEYS}
 

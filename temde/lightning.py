@@ -16,11 +16,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from temde.distributed import gather_eval_parts, sharded_blocked_similarity
+from temde.distributed import gather_eval_parts
 from temde.errors import InputError
 from temde.evaluation import retrieval_metrics
-from temde.models.base import concat_reprs, index_repr, to_device
 from temde.optim import clip_grad_norm_per_entry, has_duplicates, make_adam
+from temde.repr import concat_reprs, index_repr, to_device
+from temde.retrieval import blocked_similarity
 
 
 class RetrievalLitModule(pl.LightningModule):
@@ -35,8 +36,8 @@ class RetrievalLitModule(pl.LightningModule):
         lr_decay: float = 0.1,
         grad_clip: float = 2.0,
         seed: int = 0,
-        img_block: int = 128,
-        txt_block: int = 128,
+        img_block: int | None = None,
+        txt_block: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -70,10 +71,8 @@ class RetrievalLitModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         img = self.model.encode_images(batch["images"], batch["regions_mask"])
         txt = self.model.encode_texts(batch["tokens"], batch["lengths"])
-        if hasattr(self.loss, "forward_reprs"):  # GatheredContrastiveLoss: negatives from every DDP rank
-            loss = self.loss.forward_reprs(self.model.similarity, img, txt)
-        else:
-            loss = self.loss(self.model.similarity(img, txt))
+        # The loss scores the batch itself: GatheredContrastiveLoss widens it to every DDP rank's items.
+        loss = self.loss.forward_reprs(self.model.similarity, img, txt)
         batch_size = batch["tokens"].shape[0]
         self.log("train/contrastive", loss, on_step=True, on_epoch=True, batch_size=batch_size)
         if hasattr(self.model, "auxiliary_losses"):
@@ -126,8 +125,8 @@ class RetrievalLitModule(pl.LightningModule):
         # Under DDP each rank encoded a shard of the dev set: gather all parts, then score blocks split by rank.
         img = _ordered(gather_eval_parts(self._val_parts[0]))
         txt = _ordered(gather_eval_parts(self._val_parts[1]))
-        sims = sharded_blocked_similarity(self.model, img, txt, self.hparams.img_block, self.hparams.txt_block,
-                                          device=self.device)
+        sims = blocked_similarity(self.model, img, txt, self.hparams.img_block, self.hparams.txt_block,
+                                  device=self.device, progress=False)
         metrics = retrieval_metrics(sims)
         metrics["r1r5"] = metrics["i2t_r1"] + metrics["i2t_r5"] + metrics["t2i_r1"] + metrics["t2i_r5"]
         for key, value in metrics.items():

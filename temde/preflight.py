@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from temde.errors import InputError
+from temde.retrieval import PRECISIONS
 
 
 def _is_int(value: Any) -> bool:
@@ -50,3 +51,6 @@ def check_eval_options(cfg: DictConfig) -> None:
     for key in ("eval.img_block", "eval.txt_block", "eval.batch_size"):
         if OmegaConf.select(cfg, key) is not None:  # optional keys (null = the model's default block size)
             check_int(cfg, key, minimum=1)
+    precision = OmegaConf.select(cfg, "eval.precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError("eval.precision", f"one of {'|'.join(PRECISIONS)} (got {precision!r})")

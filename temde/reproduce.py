@@ -293,7 +293,7 @@ def _record_run_facts(plan: Plan, run: RunSpec, estimate: dict[str, Any] | None)
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
-def run_similarity(run_dir: Path, split: str, img_block: int = 128, txt_block: int = 128,
+def run_similarity(run_dir: Path, split: str, img_block: int | None = None, txt_block: int | None = None,
                    batch_size: int = 128, device: str = "auto") -> np.ndarray:
     """Test similarity matrix of a finished run, cached as ``sims_<split>.npy`` next to its checkpoint."""
     cache = run_dir / f"sims_{split}.npy"
@@ -302,12 +302,15 @@ def run_similarity(run_dir: Path, split: str, img_block: int = 128, txt_block: i
     from temde.checkpoint import load_model
     from temde.data.precomp import PrecompDataset
     from temde.data.vocab import Vocabulary
-    from temde.evaluating import resolve_device, split_similarity
+    from temde.evaluating import resolve_device
+    from temde.retrieval import split_similarity
 
     info = json.loads((run_dir / "reproduce_data.json").read_text())
     model, payload = load_model(run_dir / "model_best.ckpt")
     dataset = PrecompDataset(Path(info["root"]), info["name"], split, Vocabulary(payload["word2idx"]))
-    sims = split_similarity(model, dataset, img_block, txt_block, batch_size, resolve_device(device))
+    tokens, lengths = dataset.caption_tokens()
+    sims = split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block, batch_size,
+                            resolve_device(device))
     sims = np.asarray(sims, dtype=np.float32)
     np.save(cache, sims)
     return sims

@@ -1,9 +1,11 @@
 """Training as a library function: ``train(cfg, out_dir)`` fits, exports the best model and evaluates it.
 
 Callable without Hydra's global state (``python -m temde.train`` is a thin shell over it; tests and
-``temde.reproduce`` call it directly). Trains with validation on dev every epoch (best checkpoint by
-``val/<model_selection>``, ``last.ckpt`` for resume), then evaluates the best checkpoint on the test splits and
-writes ``metrics.json``, ``model_best.ckpt`` (our portable format) and a Recall table into ``out_dir``.
+``temde.reproduce`` call it directly). Trains with validation on dev every epoch, and also every
+``callbacks.validation_schedule.every_n_steps`` iterations where set (VSRN rows: 500). The best checkpoint is
+chosen by ``val/<model_selection>`` over all validations, and ``last.ckpt`` (epoch ends) is kept for resume.
+Then evaluates the best checkpoint on the test splits and writes ``metrics.json``, ``model_best.ckpt`` (our
+portable format) and a Recall table into ``out_dir``.
 A run resumed from ``ckpt_path`` continues: best score, best checkpoint and the CSV / wandb history carry over.
 """
 
@@ -228,7 +230,8 @@ def _finish(cfg: DictConfig, trainer: pl.Trainer, model: torch.nn.Module, model_
     results: dict[str, Any] = {}
     if cfg.eval.test:
         results = evaluate_models([(best_model, vocab)], datamodule, test_splits, cfg.eval.img_block,
-                                  cfg.eval.txt_block, cfg.eval.batch_size, resolve_device(cfg.eval.device))
+                                  cfg.eval.txt_block, cfg.eval.batch_size, resolve_device(cfg.eval.device),
+                                  precision=cfg.eval.get("precision", "fp32"))
         for lg in trainer.loggers:
             lg.log_metrics({f"test/{label}/{k}": v for label, m in results.items() for k, v in m.items()})
             if isinstance(lg, WandbLogger):  # the final Recall table

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from temde.models.base import Repr, index_repr, repr_len, to_device
+from temde.evaluation import CAPTIONS_PER_IMAGE, RECALL_KEYS, rank_stats, retrieval_metrics
+from temde.repr import Repr, index_repr, repr_len, to_device
 
-CAPTIONS_PER_IMAGE = 5
-RECALL_KS = (1, 5, 10)
 MISS_RANK = 2**62  # rank given to a ground truth that is not in the shortlist
 
 
@@ -112,11 +111,11 @@ def _ranks(scores: Tensor, is_gt: Tensor, miss_rank: int) -> Tensor:
 
 
 def _metrics(i2t: Tensor, t2i: Tensor) -> dict[str, float]:
-    out = {}
-    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
-        for kk in RECALL_KS:
-            out[f"{name}_r{kk}"] = float(100.0 * (ranks < kk).float().mean())
-    out["rsum"] = float(sum(out[f"{d}_r{kk}"] for d in ("i2t", "t2i") for kk in RECALL_KS))
+    """R@K both directions and rsum (:func:`temde.evaluation.rank_stats`; medr/meanr are meaningless with
+    misses, so they are left out)."""
+    stats = {**rank_stats(i2t.numpy(), "i2t"), **rank_stats(t2i.numpy(), "t2i")}
+    out = {key: stats[key] for key in RECALL_KEYS}
+    out["rsum"] = float(sum(out.values()))
     return out
 
 
@@ -169,7 +168,5 @@ def two_stage_evaluate(
 
 def global_only_metrics(img: Repr, txt: Repr, global_key: str = "global") -> dict[str, float]:
     """Recall of the stage-1 ranking alone (inner product of global vectors, all pairs)."""
-    from temde.evaluation import retrieval_metrics
-
     sims = img[global_key].float() @ txt[global_key].float().t()
     return retrieval_metrics(sims.numpy())

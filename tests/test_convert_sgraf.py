@@ -16,6 +16,7 @@ from temde.convert import load_official
 from temde.convert.__main__ import main as convert_main
 from temde.convert.sgraf import PREFIXES, convert_sgraf
 from temde.errors import InputError
+from temde.retrieval import split_similarity
 
 DIMS = dict(vocab_size=30, img_dim=20, word_dim=10, embed_size=12, sim_dim=6)
 UNPICKLED: list[str] = []
@@ -60,7 +61,7 @@ def test_load_official_complete_strict_and_equal_to_reference(tmp_path: Path, mo
     assert set(ours) == set(flat)  # the mapping is complete in both directions
     assert all(torch.equal(ours[k], flat[k]) for k in flat)
     images, tokens, lengths = _inputs()
-    sims = model.similarity_matrix(images, tokens, lengths)
+    sims = split_similarity(model, images, tokens, lengths)
     assert sims.shape == (4, 6)
     ref = reference_similarities(sds, images, tokens, lengths, module_name).float()
     assert (sims - ref).abs().max() <= 1e-5
@@ -79,8 +80,8 @@ def test_cli_writes_checkpoint_that_load_model_reads(tmp_path: Path) -> None:
     assert payload["model_config"]["module_name"] == "SAF" and payload["meta"]["epoch"] == 12
     assert payload["meta"]["best_rsum"] == pytest.approx(401.5)
     images, tokens, lengths = _inputs()
-    direct = load_official("sgraf", path).similarity_matrix(images, tokens, lengths)
-    assert torch.equal(model.similarity_matrix(images, tokens, lengths), direct)
+    direct = split_similarity(load_official("sgraf", path), images, tokens, lengths)
+    assert torch.equal(split_similarity(model, images, tokens, lengths), direct)
 
 
 def test_wrong_vocab_size_is_a_clear_error(tmp_path: Path) -> None:

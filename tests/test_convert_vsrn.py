@@ -22,6 +22,7 @@ from temde.data.vocab import load_vsrn_vocab
 from temde.data.vsrn_vocab import UnsafePickleError
 from temde.errors import InputError
 from temde.models.vsrn import VSRN
+from temde.retrieval import split_similarity
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
@@ -201,7 +202,7 @@ def test_converted_matches_reference(tmp_path, f30k):
     assert not model.training
     assert model.variant == ("f30k" if f30k else "coco")
     images, tokens, lengths = example_inputs()
-    ours = model.similarity_matrix(images, tokens, lengths)
+    ours = split_similarity(model, images, tokens, lengths)
     ref = ref_image_embedding(img_state, images, f30k) @ ref_text_embedding(txt_state, tokens, lengths).t()
     assert ours.shape == (4, 6)
     assert (ours.double() - ref).abs().max().item() <= 1e-5

@@ -10,16 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from temde.distributed import (
-    GatheredContrastiveLoss,
-    all_gather_repr,
-    contrastive_over_blocks,
-    gather_eval_parts,
-    shard_blocks,
-    sharded_blocked_similarity,
-)
-from temde.losses import ContrastiveLoss
-from temde.retrieval import blocked_similarity
+from temde.distributed import all_gather_repr, gather_eval_parts
+from temde.losses import ContrastiveLoss, GatheredContrastiveLoss, contrastive_over_blocks
+from temde.retrieval import blocked_similarity, shard_blocks
 
 
 class _Dot(torch.nn.Module):
@@ -66,10 +59,11 @@ def test_sharded_similarity_blocks_partition_the_matrix(world_size):
     blocks = [shard_blocks(7, 11, 3, 4, r, world_size) for r in range(world_size)]
     flat = [b for bs in blocks for b in bs]
     assert len(flat) == len(set(flat)) == 3 * 3 and max(map(len, blocks)) - min(map(len, blocks)) <= 1
-    parts = [sharded_blocked_similarity(model, img, txt, 3, 4, rank=r, world_size=world_size, gather=False)
+    parts = [blocked_similarity(model, img, txt, 3, 4, progress=False, rank=r, world_size=world_size,
+                                gather=False)
              for r in range(world_size)]
     torch.testing.assert_close(sum(parts), full)
-    torch.testing.assert_close(sharded_blocked_similarity(model, img, txt, 3, 4), full)  # world size 1
+    torch.testing.assert_close(blocked_similarity(model, img, txt, 3, 4, progress=False), full)  # world size 1
     with pytest.raises(ValueError, match="rank"):
         shard_blocks(7, 11, 3, 4, world_size, world_size)
 
@@ -106,7 +100,7 @@ def _worker(rank: int, world_size: int, port: int, queue) -> None:
     dist.all_reduce(loss.detach())
     grad = img["emb"].grad.clone()
     dist.all_reduce(grad)  # each rank's gradient lives on its own rows; sum = what DDP would see in total
-    sims = sharded_blocked_similarity(_Dot(), {"emb": img["emb"].detach()}, txt, 3, 3)
+    sims = blocked_similarity(_Dot(), {"emb": img["emb"].detach()}, txt, 3, 3, progress=False)
     queue.put((rank, float(loss), grad, sims))
     dist.destroy_process_group()
 

@@ -15,6 +15,7 @@ from temde.models.base import RetrievalModel
 from temde.models.sgraf import SGRAF
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.self_attention import TextSA, VisualSA
+from temde.retrieval import split_similarity
 
 DIMS = dict(vocab_size=40, img_dim=24, word_dim=12, embed_size=16, sim_dim=8)
 PREFIXES = ("img_enc", "txt_enc", "sim_enc")
@@ -41,7 +42,7 @@ def test_matches_per_caption_reference(module_name: str) -> None:
     model.load_state_dict(_flat(sds), strict=True)  # official names, strict
     model.eval()
     images, tokens, lengths = _inputs()
-    ours = model.similarity_matrix(images, tokens, lengths, img_block=3, txt_block=4, batch_size=4)
+    ours = split_similarity(model, images, tokens, lengths, img_block=3, txt_block=4, batch_size=4)
     ref = reference_similarities(sds, images, tokens, lengths, module_name).float()
     assert ours.shape == (5, 9)
     assert (ours - ref).abs().max() <= 1e-5
@@ -53,9 +54,9 @@ def test_blocking_and_chunking_do_not_change_scores(module_name: str) -> None:
     torch.manual_seed(0)
     model = SGRAF(module_name=module_name, **DIMS).eval()
     images, tokens, lengths = _inputs(n_img=7, n_cap=13)
-    full = model.similarity_matrix(images, tokens, lengths, img_block=64, txt_block=64)
+    full = split_similarity(model, images, tokens, lengths, img_block=64, txt_block=64)
     model.chunk_size = 7  # forces image sub-chunks and single-caption chunks
-    tiny = model.similarity_matrix(images, tokens, lengths, img_block=2, txt_block=5, batch_size=3)
+    tiny = split_similarity(model, images, tokens, lengths, img_block=2, txt_block=5, batch_size=3)
     assert (full - tiny).abs().max() <= 1e-6
 
 
@@ -169,8 +170,8 @@ def test_sgraf_temde_integration() -> None:
     model.eval()
     # padding invariance: extra padded columns change nothing
     padded = torch.cat([tokens, torch.zeros(6, 5, dtype=torch.long)], dim=1)
-    a = model.similarity_matrix(images, tokens, lengths)
-    b = model.similarity_matrix(images, padded, lengths)
+    a = split_similarity(model, images, tokens, lengths)
+    b = split_similarity(model, images, padded, lengths)
     assert (a - b).abs().max() <= 1e-6
 
 
@@ -207,7 +208,7 @@ def test_pooling_global_encoders(kind: str) -> None:
     torch.manual_seed(0)
     model = SGRAF(global_encoder=kind, **DIMS).eval()
     images, tokens, lengths = _inputs(n_img=3, n_cap=4)
-    sims = model.similarity_matrix(images, tokens, lengths)
+    sims = split_similarity(model, images, tokens, lengths)
     assert sims.shape == (3, 4) and torch.isfinite(sims).all()
     with torch.no_grad():
         g = model.encode_texts(tokens, lengths)["global"]

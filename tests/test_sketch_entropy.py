@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 import torch
 
+from temde.bench import sketch_entropy
 from temde.checkpoint import build_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import load_json_vocab
-from tests.conftest import REPO, TINY_SPEC
-
-spec = importlib.util.spec_from_file_location("sketch_entropy", REPO / "scripts" / "sketch_entropy.py")
-sketch_entropy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sketch_entropy)
+from tests.conftest import TINY_SPEC
 
 
 def test_entropy_of_uniform_and_one_hot_rows():

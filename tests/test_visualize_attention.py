@@ -13,9 +13,8 @@ from PIL import Image
 from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
-from temde.evaluating import split_similarity
 from temde.training import train
-from temde.viz.attention import caption_words, explain, shared_buckets
+from temde.viz.attention import caption_words, dataset_similarity, explain, shared_buckets
 from tests.helpers import compose_config, tiny_train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +60,7 @@ def test_explanation_content(name, checkpoints, tiny_data_root):
     ids = vocab.encode(ds.captions[7])
     words = caption_words(vocab, ids)
     assert words[0] == "<start>" and words[-1] == "<end>"
-    sims = split_similarity(model, ds)
+    sims = dataset_similarity(model, ds)
     expl = explain(model, ds, 7, 1, words, k=4, sims=sims)
     assert expl.attention.shape == (len(ids), 12)
     np.testing.assert_allclose(expl.attention.sum(1), 1.0, rtol=1e-5)
@@ -138,7 +137,7 @@ def test_visualize_retrieval_scores_a_split_from_a_checkpoint(checkpoints, tiny_
     assert mod.main(argv) == 0  # no save_sims run and no ids file needed (the synthetic data has none)
     out = capsys.readouterr().out
     model, payload = load_model(checkpoints["sgr"])
-    sims = split_similarity(model, PrecompDataset(tiny_data_root, "synthetic_precomp", "test",
+    sims = dataset_similarity(model, PrecompDataset(tiny_data_root, "synthetic_precomp", "test",
                                                   Vocabulary(payload["word2idx"])))
     best = np.argsort(-sims[:, 4].numpy(), kind="stable")[:3]
     lines = out.splitlines()

@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from temde.models.base import RetrievalModel, concat_reprs
-from temde.models.vsrn import VSRN, vsrn_latency_cases
+from temde.bench.cases import vsrn_latency_cases
+from temde.models.base import RetrievalModel
+from temde.models.vsrn import VSRN
 from temde.modules.decoder import CaptionGenerator, caption_loss, caption_targets
 from temde.modules.gcn import RsGCN
 from temde.modules.vsrn_text import VSRNTextEncoder
-from temde.retrieval import blocked_similarity
+from temde.repr import concat_reprs
+from temde.retrieval import blocked_similarity, split_similarity
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
@@ -250,7 +252,7 @@ def test_similarity_matrix_and_latency_cases():
     torch.manual_seed(0)
     model = VSRN(**SMALL).eval()
     batch = make_batch()
-    sims = model.similarity_matrix(batch["images"], batch["tokens"], batch["lengths"], batch_size=4)
+    sims = split_similarity(model, batch["images"], batch["tokens"], batch["lengths"], batch_size=4)
     img, txt = model.encode_images(batch["images"]), model.encode_texts(batch["tokens"], batch["lengths"])
     assert torch.allclose(sims, img["embedding"] @ txt["embedding"].t(), atol=1e-6)
     cases = vsrn_latency_cases(batch=2, regions=4, img_dim=12, embed_size=16, temde=TEMDE_SMALL)

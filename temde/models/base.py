@@ -1,23 +1,20 @@
 """The one interface every retrieval model implements.
 
 Training, evaluation, ensembling, two-stage retrieval and checkpoint conversion talk only to
-:class:`RetrievalModel`, so a new backbone is one file plus one config.
+:class:`RetrievalModel`, so a new backbone is one file plus one config. Representations (:data:`Repr`) and their
+helpers live in :mod:`temde.repr`; scoring whole galleries in :mod:`temde.retrieval`.
 
-Representations are plain ``dict[str, Tensor]`` whose every value is batch-first (dim 0 indexes images or
-captions). That makes them sliceable (:func:`slice_repr`), concatenable across batches (:func:`concat_reprs`,
-which zero-pads ragged dim 1, e.g. word features of captions batched with different max lengths) and cacheable
-without each model inventing its own container. Masks are bool tensors, ``True`` = valid.
+A model may declare ``similarity_defaults`` (a class attribute, e.g. ``{"txt_block": 512}``): block sizes that
+suit its cost per pair, which :func:`temde.retrieval.blocked_similarity` uses unless the caller sets them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-Repr = dict[str, Tensor]
+from temde.repr import Repr
 
 
 @runtime_checkable
@@ -35,72 +32,3 @@ class RetrievalModel(Protocol):
     def similarity(self, img: Repr, txt: Repr) -> Tensor:
         """All pairs: returns (n_img, n_txt). Cross-attention models score pairs; embedding models matmul."""
         ...
-
-
-class GalleryScoring(nn.Module):
-    """Adds ``similarity_matrix(images, captions, lengths, **kwargs) -> (N, M)`` to a RetrievalModel module.
-
-    Encodes every image and caption once, then fills the matrix block by block
-    (:func:`temde.retrieval.similarity_matrix`), in eval mode (the previous mode is restored afterwards).
-    ``similarity_defaults`` lets a model pick block sizes that suit its cost per pair.
-    """
-
-    similarity_defaults: ClassVar[dict[str, Any]] = {}
-
-    @torch.no_grad()
-    def similarity_matrix(self, images: Tensor, captions: Tensor, lengths: Tensor, **kwargs: Any) -> Tensor:
-        from temde.retrieval import similarity_matrix
-
-        was_training = self.training
-        self.eval()
-        try:
-            return similarity_matrix(self, images, captions, lengths, **{**self.similarity_defaults, **kwargs})
-        finally:
-            self.train(was_training)
-
-
-def repr_len(r: Repr) -> int:
-    """Number of items (images or captions) in a representation."""
-    return next(iter(r.values())).shape[0]
-
-
-def slice_repr(r: Repr, start: int, stop: int) -> Repr:
-    """Items ``start:stop`` of every tensor (a view, no copy)."""
-    return {k: v[start:stop] for k, v in r.items()}
-
-
-def index_repr(r: Repr, index: Tensor) -> Repr:
-    """Gather items by an index tensor (e.g. the deduplicated image rows)."""
-    return {k: v[index] for k, v in r.items()}
-
-
-def to_device(r: Repr, device: torch.device | str, dtype: torch.dtype | None = None) -> Repr:
-    """Move a representation; ``dtype`` casts floating tensors only (masks and ids stay as they are)."""
-    out = {}
-    for k, v in r.items():
-        v = v.to(device)
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        out[k] = v
-    return out
-
-
-def concat_reprs(parts: Sequence[Repr]) -> Repr:
-    """Concatenate along dim 0, zero-padding any ragged dim 1 (zeros are also ``False`` for bool masks)."""
-    if not parts:
-        raise ValueError("concat_reprs needs at least one representation")
-    out: Repr = {}
-    for key in parts[0]:
-        tensors = [p[key] for p in parts]
-        if tensors[0].dim() >= 2:
-            width = max(t.shape[1] for t in tensors)
-            tensors = [_pad_dim1(t, width) for t in tensors]
-        out[key] = torch.cat(tensors, dim=0)
-    return out
-
-
-def _pad_dim1(t: Tensor, width: int) -> Tensor:
-    if t.shape[1] == width:
-        return t
-    pad = t.new_zeros((t.shape[0], width - t.shape[1], *t.shape[2:]))
-    return torch.cat([t, pad], dim=1)

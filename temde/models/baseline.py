@@ -9,14 +9,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from temde.models.base import GalleryScoring, Repr
+from temde.repr import Repr
 
 
 def _l2norm(x: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
     return x / (x.pow(2).sum(dim, keepdim=True).sqrt() + eps)
 
 
-class MeanPoolBaseline(GalleryScoring):
+class MeanPoolBaseline(nn.Module):
     def __init__(self, vocab_size: int, img_dim: int = 2048, embed_size: int = 1024, word_dim: int = 300) -> None:
         super().__init__()
         self.fc = nn.Linear(img_dim, embed_size)

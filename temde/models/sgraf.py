@@ -30,13 +30,14 @@ given caption order (that is what the SAF per-caption BatchNorm emulation needs)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from temde.models.base import GalleryScoring, Repr, index_repr, slice_repr
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
@@ -50,10 +51,43 @@ from temde.modules.init import xavier_linears_
 from temde.modules.norms import NORM_EPS, l2norm, l2norm_
 from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
 from temde.modules.text import GRUTextEncoder
+from temde.repr import Repr, index_repr, slice_repr
 
 GLOBAL_ENCODERS = ("sa", "temde", "mhsa", "mean")
 MODULES = ("SGR", "SAF")
-DEFAULT_CHUNK = 2**15  # images x captions x words per eval chunk: ~128 MiB per float32 (.., D=1024) tensor
+MAX_CHUNK = 2**15  # images x captions x words per eval chunk: ~128 MiB per float32 (.., D=1024) tensor
+GPU_CHUNK = 2**16  # on a GPU large chunks keep the kernels busy; bounded for memory (~256 MiB per D=1024 tensor)
+MIN_CHUNK = 512
+_FALLBACK_CACHE = 32 * 2**20
+
+
+def auto_chunk_size(device: torch.device, dtype: torch.dtype, embed_size: int) -> int:
+    """Eval chunk (image x caption x word slots) for ``chunk_size=None``: a rule from measurements.
+
+    On a CPU the elementwise passes (normalise/subtract/square, softmax, l2norm) are memory-bound, so the
+    (slots, D) context tensor and its projection should stay in the last-level cache: slots = LLC / (2 D
+    itemsize), a power of two (32 MiB L3, D 1024, fp32 -> 4096, the fastest of 1024 .. 32768 slots in interleaved
+    runs of ``scripts/bench_eval.py --chunk-size``). On a GPU larger chunks amortise kernel launches:
+    :data:`GPU_CHUNK`.
+    """
+    if device.type == "cuda":
+        return GPU_CHUNK
+    itemsize = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+    slots = _last_level_cache_bytes() // (2 * embed_size * itemsize)
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, 1 << max(int(slots).bit_length() - 1, 0))))
+
+
+@functools.cache
+def _last_level_cache_bytes() -> int:
+    """Largest CPU cache (Linux sysfs), else 32 MiB."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip().upper()
+        unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    return max(sizes, default=_FALLBACK_CACHE)
 
 
 class ImageEncoder(nn.Module):
@@ -126,22 +160,47 @@ class SimilarityEncoder(nn.Module):
         else:
             self.SAF_module = AttentionFiltration(sim_dim, bn_stats=saf_bn_stats)
 
+    # ---- scoring: the layers above, applied to attended contexts and global vectors -----------------------
+    def local_alignments(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
+        """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
+        norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
+        if torch.is_grad_enabled():
+            diff = (raw_ctx / norm - words).pow(2)
+        else:  # inference: normalise, subtract and square in the context buffer (2 passes instead of 6)
+            diff = torch.addcdiv(-words, raw_ctx, norm, out=raw_ctx).square_()
+        local = self.sim_tranloc_w(diff)
+        return l2norm(local, dim=-1) if torch.is_grad_enabled() else l2norm_(local, dim=-1)
+
+    def global_alignment(self, g_img: Tensor, g_txt: Tensor, pairwise: bool) -> Tensor:
+        """``l2norm(W_glo (g_img - g_txt)^2)``: all (Ni, Nt) pairs with ``pairwise``, else aligned pairs."""
+        diff = (g_img[:, None, :] - g_txt[None, :, :]) if pairwise else (g_img - g_txt)
+        return l2norm(self.sim_tranglo_w(diff.pow(2)), dim=-1)
+
+    def score(self, glob: Tensor, local: Tensor, words_mask: Tensor) -> Tensor:
+        """Global node (..., m) + word nodes (..., L, m) with the captions' word mask -> scores (...) in (0, 1)."""
+        nodes = torch.cat([glob.unsqueeze(-2), local], dim=-2)  # node 0 = global alignment
+        node_mask = torch.cat([words_mask.new_ones(words_mask.shape[0], 1), words_mask], dim=1)
+        return self.reason(nodes, node_mask)
+
     def reason(self, nodes: Tensor, mask: Tensor) -> Tensor:
         """Alignment nodes (..., n, sim_dim) + node mask -> scores (...) in (0, 1)."""
         if self.module_name == "SGR":
             sim_vec = self.SGR_module(nodes, mask)
         else:
             sim_vec = self.SAF_module(nodes, mask)
-        return self.sigmoid(self.sim_eval_w(sim_vec)).squeeze(-1)
+        # The score head always runs in fp32: bf16 scores (8-bit mantissa) would tie, and ties inflate Recall.
+        with torch.autocast(sim_vec.device.type, enabled=False):
+            return self.sigmoid(self.sim_eval_w(sim_vec.float())).squeeze(-1)
 
 
-class SGRAF(GalleryScoring):
+class SGRAF(nn.Module):
     """SGR or SAF (``module_name``) with a selectable global encoder; see the module docstring.
 
     Args mirror the official options (``opts.py``) where they exist; ``num_region``, ``dropout`` and
     ``attn_lambda`` are hard-coded there (36, 0.4, 9.0). ``saf_bn_stats``: ``"per_caption"`` reproduces the
     official SAF BatchNorm updates, ``"batched"`` uses one set of statistics per block. ``chunk_size`` bounds
-    the eval working set (images x captions x words per chunk). ``global_loss_weight`` > 0 adds (not in the
+    the eval working set (images x captions x words per chunk); ``None`` = :func:`auto_chunk_size` (per device,
+    dtype and embedding size). ``global_loss_weight`` > 0 adds (not in the
     paper, off by default) a VSE++ hinge loss on the inner products of the global vectors, which makes them
     usable as a shortlist index (:mod:`temde.two_stage`): SGRAF's own global node compares them through
     ``W (a - b)^2``, which does not align them under the inner product.
@@ -168,7 +227,7 @@ class SGRAF(GalleryScoring):
         temde: Mapping[str, Any] | None = None,
         global_encoder_kwargs: Mapping[str, Any] | None = None,
         saf_bn_stats: Literal["per_caption", "batched"] = "per_caption",
-        chunk_size: int = DEFAULT_CHUNK,
+        chunk_size: int | None = None,
         global_loss_weight: float = 0.0,
         global_loss_max_violation: bool = False,
         text_encoder: Literal["bigru", "transformer"] = "bigru",
@@ -180,7 +239,7 @@ class SGRAF(GalleryScoring):
             raise ValueError(f"SGRAF: module_name must be one of {MODULES}, got {module_name!r}")
         if global_encoder not in GLOBAL_ENCODERS:
             raise ValueError(f"SGRAF: global_encoder must be one of {GLOBAL_ENCODERS}, got {global_encoder!r}")
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"SGRAF: chunk_size must be >= 1, got {chunk_size}")
         self.vocab_size = vocab_size
         self.embed_size = embed_size
@@ -255,15 +314,16 @@ class SGRAF(GalleryScoring):
         words, words_mask = _trim_words(txt)
         regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
         ctx = t2i_attention_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
-        local = self._local_sims(ctx, words)  # (P, L, m)
-        glob = self._global_sims(img["global"], txt["global"], pairwise=False)  # (P, m)
-        return self._reason(glob, local, words_mask)
+        local = self.sim_enc.local_alignments(ctx, words)  # (P, L, m)
+        glob = self.sim_enc.global_alignment(img["global"], txt["global"], pairwise=False)  # (P, m)
+        return self.sim_enc.score(glob, local, words_mask)
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _score_chunked(self, img: Repr, txt: Repr) -> Tensor:
         regions = img["regions"]
         n_img, n_txt = regions.shape[0], txt["words"].shape[0]
         scores = regions.new_empty(n_img, n_txt)
+        chunk = self.chunk_size or auto_chunk_size(regions.device, regions.dtype, regions.shape[-1])
         lengths = txt["words_mask"].sum(1)
         order = torch.argsort(lengths, descending=True, stable=True)
         sorted_lengths = lengths[order].tolist()
@@ -271,10 +331,10 @@ class SGRAF(GalleryScoring):
         while start < n_txt:
             length = max(int(sorted_lengths[start]), 1)
             per_caption = n_img * length  # (image, word) slots one more caption adds to the chunk
-            n_cap = max(1, self.chunk_size // per_caption)
+            n_cap = max(1, chunk // per_caption)
             idx = order[start : start + n_cap]
             sub_txt = index_repr(txt, idx)
-            img_step = n_img if per_caption <= self.chunk_size else max(1, self.chunk_size // length)
+            img_step = n_img if per_caption <= chunk else max(1, chunk // length)
             for i in range(0, n_img, img_step):
                 sub_img = slice_repr(img, i, i + img_step)
                 scores[i : i + img_step, idx] = self._score_all_pairs(sub_img, sub_txt).to(scores.dtype)
@@ -285,28 +345,9 @@ class SGRAF(GalleryScoring):
         words, words_mask = _trim_words(txt)
         regions, regions_mask = img["regions"], _optional_mask(img["regions_mask"])
         ctx = t2i_attention_all_pairs(regions, words, regions_mask, self.attn_lambda, normalize=False)
-        local = self._local_sims(ctx, words)  # (Ni, Nt, L, m)
-        glob = self._global_sims(img["global"], txt["global"], pairwise=True)  # (Ni, Nt, m)
-        return self._reason(glob, local, words_mask)
-
-    def _local_sims(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
-        """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
-        norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
-        if torch.is_grad_enabled():
-            diff = (raw_ctx / norm - words).pow(2)
-        else:  # inference: normalise, subtract and square in the context buffer (2 passes instead of 6)
-            diff = torch.addcdiv(-words, raw_ctx, norm, out=raw_ctx).square_()
-        local = self.sim_enc.sim_tranloc_w(diff)
-        return l2norm(local, dim=-1) if torch.is_grad_enabled() else l2norm_(local, dim=-1)
-
-    def _global_sims(self, g_img: Tensor, g_txt: Tensor, pairwise: bool) -> Tensor:
-        diff = (g_img[:, None, :] - g_txt[None, :, :]) if pairwise else (g_img - g_txt)
-        return l2norm(self.sim_enc.sim_tranglo_w(diff.pow(2)), dim=-1)
-
-    def _reason(self, glob: Tensor, local: Tensor, words_mask: Tensor) -> Tensor:
-        nodes = torch.cat([glob.unsqueeze(-2), local], dim=-2)  # node 0 = global alignment
-        node_mask = torch.cat([words_mask.new_ones(words_mask.shape[0], 1), words_mask], dim=1)
-        return self.sim_enc.reason(nodes, node_mask)
+        local = self.sim_enc.local_alignments(ctx, words)  # (Ni, Nt, L, m)
+        glob = self.sim_enc.global_alignment(img["global"], txt["global"], pairwise=True)  # (Ni, Nt, m)
+        return self.sim_enc.score(glob, local, words_mask)
 
 
 def _trim_words(txt: Repr) -> tuple[Tensor, Tensor]:

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from temde.models.base import GalleryScoring, Repr
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
 from temde.modules.hf_text import (
@@ -37,6 +36,7 @@ from temde.modules.hf_text import (
     param_groups,
 )
 from temde.modules.vsrn_text import VSRNTextEncoder, l2norm, lengths_to_mask
+from temde.repr import Repr
 
 VARIANTS = ("f30k", "coco")
 GLOBAL_ENCODERS = ("gcn", "temde")
@@ -139,7 +139,7 @@ class VSRNImageEncoder(nn.Module):
         return l2norm(features, dim=-1), regions, mask
 
 
-class VSRN(GalleryScoring):
+class VSRN(nn.Module):
     """VSRN retrieval model (+ caption branch for training, + optional T-EMDE)."""
 
     def __init__(
@@ -257,43 +257,3 @@ class VSRN(GalleryScoring):
         if isinstance(self.txt_enc, TransformerTextEncoder):  # pretrained weights at pretrained_lr_scale x lr
             return param_groups(self, self.txt_enc.pretrained_parameters(), self.pretrained_lr_scale, duplicates)
         return params + duplicates
-
-    # --- convenience -----------------------------------------------------------------------------------------
-
-
-class ImageEncoding(nn.Module):
-    """``model.encode_images`` as a module, for timing the image side in isolation."""
-
-    def __init__(self, model: VSRN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor, regions_mask: Tensor | None = None) -> Repr:
-        return self.model.encode_images(images, regions_mask)
-
-
-def vsrn_latency_cases(
-    batch: int = 128,
-    regions: int = 36,
-    img_dim: int = 2048,
-    embed_size: int = 2048,
-    temde: dict[str, Any] | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, tuple[nn.Module, tuple[Tensor, ...]]]:
-    """Image-encoder latency cases at the paper shapes: name -> (module in eval mode, positional inputs).
-
-    - ``vsrn_gcn``: official image encoder (fc, 4 Rs_GCN blocks, region GRU, BN).
-    - ``vsrn_temde_replace``: the same with the GCN blocks replaced by T-EMDE context (latency variant).
-    - ``vsrn_temde_additive``: official encoder plus the image sketch of the additive variant.
-    Time ``module(*inputs)`` under ``torch.no_grad()``.
-    """
-    images = torch.randn(batch, regions, img_dim, device=device)
-    common = {"vocab_size": 8, "img_dim": img_dim, "embed_size": embed_size, "caption_branch": False}
-    configs = {
-        "vsrn_gcn": {"global_encoder": "gcn"},
-        "vsrn_temde_replace": {"global_encoder": "temde", "temde_mode": "replace", "temde": temde},
-        "vsrn_temde_additive": {"global_encoder": "temde", "temde_mode": "additive", "temde": temde},
-    }
-    return {
-        name: (ImageEncoding(VSRN(**common, **cfg)).to(device).eval(), (images,)) for name, cfg in configs.items()
-    }

@@ -11,6 +11,13 @@ per-caption code builds on ``L_i + 1`` nodes. Linear names match the official ch
 Only node 0 is read out after the last step, and each node's update depends on its own row of ``E`` alone, so
 the last step is computed for node 0 only (same result, ~1/5 fewer FLOPs for 3 steps); query and key
 projections share one matmul.
+
+**Inference** (no autograd) uses two more identities, exact up to float rounding: the logits
+``(W_q s_i + b_q) . (W_k s_j + b_k)`` equal ``(A^T s_i + c) . s_j`` plus a term constant
+in ``j`` (which the softmax over ``j`` cancels), with ``A = W_q^T W_k`` and ``c = W_k^T b_q``: one d x d projection
+per node instead of two. The last step needs node 0's row only: ``r = W_k^T (W_q s_0 + b_q)`` and logits
+``r . s_j``, with no key projection at all. Per Flickr30K-like pair that is ~16 instead of ~21 MFLOP of SGR +
+local projections. Training keeps the layer-by-layer computation (and its gradients) unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +57,26 @@ class GraphReasoning(nn.Module):
         out = self.sim_graph_w(torch.matmul(edges, nodes))
         return out.relu_() if not torch.is_grad_enabled() else self.relu(out)
 
+    def fused_step(self, nodes: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Inference step on all nodes: softmax_j((A^T s_i + c) . s_j) with one d x d projection (see module)."""
+        wq, wk = self.graph_query_w.weight, self.graph_key_w.weight  # (d_out, d_in)
+        a_t = wk.t() @ wq  # (W_q^T W_k)^T
+        c = self.graph_query_w.bias @ wk
+        edges = torch.matmul(F.linear(nodes, a_t, c), nodes.transpose(-1, -2))
+        return self._aggregate(edges, nodes, mask)
+
+    def first_node_step(self, nodes: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Inference step for node 0 only: logits r . s_j with r = W_k^T (W_q s_0 + b_q); returns (..., 1, d)."""
+        query = self.graph_query_w(nodes[..., :1, :])  # (..., 1, d)
+        r = query @ self.graph_key_w.weight  # (..., 1, d)
+        return self._aggregate(torch.matmul(r, nodes.transpose(-1, -2)), nodes, mask)
+
+    def _aggregate(self, edges: Tensor, nodes: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is not None:
+            edges = edges.masked_fill_(~mask.unsqueeze(-2), float("-inf"))
+        edges = torch.softmax(edges, dim=-1)
+        return self.sim_graph_w(torch.matmul(edges, nodes)).relu_()
+
 
 class SimilarityGraph(nn.ModuleList):
     """``steps`` stacked :class:`GraphReasoning` layers (separate weights); returns node 0 (not normalised).
@@ -62,6 +89,10 @@ class SimilarityGraph(nn.ModuleList):
 
     def forward(self, nodes: Tensor, mask: Tensor | None = None) -> Tensor:
         last = len(self) - 1
+        if not torch.is_grad_enabled():  # inference: the fused identities of the module docstring
+            for k, layer in enumerate(self):
+                nodes = layer.first_node_step(nodes, mask) if k == last else layer.fused_step(nodes, mask)
+            return nodes[..., 0, :]
         for k, layer in enumerate(self):
             nodes = layer(nodes, mask, first_node_only=k == last)
         return nodes[..., 0, :]

@@ -35,13 +35,13 @@ from temde.checkpoint import checkpoint_vocabulary  # noqa: E402
 from temde.data.hf_tokenizer import HFTokenizer, caption_encoder_for  # noqa: E402
 from temde.data.precomp import CAPTIONS_PER_IMAGE, PrecompDataset  # noqa: E402
 from temde.data.vocab import Vocabulary, load_vocab  # noqa: E402
-from temde.evaluating import split_similarity  # noqa: E402
 from temde.models.sgraf import SGRAF  # noqa: E402
 from temde.models.vsrn import VSRN  # noqa: E402
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_weights  # noqa: E402
 from temde.modules.hf_text import TransformerTextEncoder  # noqa: E402
 from temde.modules.temde import TEMDE  # noqa: E402
 from temde.modules.vsrn_text import l2norm  # noqa: E402
+from temde.retrieval import split_similarity  # noqa: E402
 
 MAX_WORD_PANELS = 8  # words drawn as box pictures (the heat map shows all)
 
@@ -55,6 +55,12 @@ def checkpoint_caption_encoder(path: str | Path, payload: dict[str, Any], vocab_
         return tokenizer
     explicit = load_vocab(vocab_path).word2idx if vocab_path else None
     return Vocabulary(checkpoint_vocabulary(path, payload, explicit, vocab_path))
+
+
+def dataset_similarity(model: nn.Module, dataset: PrecompDataset) -> Tensor:
+    """(n_images, n_captions) scores of a whole split (encode once, blocked scoring)."""
+    tokens, lengths = dataset.caption_tokens()
+    return split_similarity(model.eval(), dataset.image_features(), tokens, lengths)
 
 
 def caption_words(vocab: Any, ids: Sequence[int]) -> list[str]:
@@ -135,7 +141,7 @@ def explain(model: nn.Module, dataset: PrecompDataset, caption_index: int, image
     lam = float(getattr(model, "attn_lambda", ATTN_LAMBDA))
     attention = t2i_attention_weights(regions, word_states, None, lam)
     if sims is None:
-        sims = split_similarity(model, dataset)
+        sims = dataset_similarity(model, dataset)
     col, row = sims[:, caption_index], sims[image_index]
     top_images = [(int(i), float(col[i])) for i in torch.argsort(-col, stable=True)[:k]]
     top_captions = [(int(j), float(row[j])) for j in torch.argsort(-row, stable=True)[:k]]
