@@ -1,12 +1,19 @@
 #!/usr/bin/env python
-"""Print top-k retrievals from a saved similarity matrix: text -> images and image -> texts.
+"""Print top-k retrievals: text -> images and image -> texts, from a checkpoint or a saved similarity matrix.
 
-    python scripts/visualize_retrieval.py --sims outputs/sims_test.npy \
-        --captions data/f30k_precomp/test_caps.txt --ids data/f30k_precomp/test_ids.txt --k 5
+    # score the split with a checkpoint (nothing saved beforehand)
+    python scripts/visualize_retrieval.py --ckpt outputs/train/.../model_best.ckpt \
+        --root data --name synthetic_precomp --split test --k 5
 
-``--sims`` is an (n_images, 5 * n_images) ``.npy`` (caption 5k..5k+4 describe image k); images are shown by row
-index, their id (``--ids``, one per line, optional) and their first caption. Ground-truth hits are starred.
-Ties are ordered by index (stable sort), so the listing is deterministic.
+    # or read a matrix written by `python -m temde.evaluate ... save_sims=true`
+    python scripts/visualize_retrieval.py --sims outputs/eval/.../sims_test.npy \
+        --captions data/f30k_precomp/test_caps.txt --k 5
+
+The matrix is (n_images, 5 * n_images) (caption 5k..5k+4 describe image k); images are shown by row index, their
+id and their first caption. Ids come from ``--ids`` (one per line), else (with ``--ckpt``) from
+``<root>/<name>/<split>_ids.txt`` when that file exists (COCO/Flickr30K trees built by ``scripts/build_coco_captions.py``); otherwise only the row
+index is shown (the synthetic data has no ids). Ground-truth hits are starred. Ties are ordered by index (stable
+sort), so the listing is deterministic.
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from temde.data.layout import CAPTIONS_PER_IMAGE
+from temde.checkpoint import load_model
+from temde.data.layout import CAPTIONS_PER_IMAGE  # noqa: E402  (one home for the layout)
+from temde.data.precomp import PrecompDataset
+from temde.errors import InputError
+from temde.viz.attention import checkpoint_caption_encoder, dataset_similarity
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -45,8 +56,16 @@ def _pick(explicit: list[int] | None, n_items: int, count: int, rng: np.random.G
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sims", required=True, help="(n_images, 5 * n_images) similarity matrix .npy")
-    p.add_argument("--captions", required=True, help="<split>_caps.txt aligned with the matrix columns")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="model checkpoint: score --root/--name/--split with it")
+    src.add_argument("--sims", help="(n_images, 5 * n_images) similarity matrix .npy (evaluate save_sims=true)")
+    p.add_argument("--root", default="data", help="with --ckpt: data root")
+    p.add_argument("--name", default="synthetic_precomp", help="with --ckpt: dataset directory name")
+    p.add_argument("--split", default="test", help="with --ckpt: split to score")
+    p.add_argument("--vocab", default=None,
+                   help="with --ckpt: vocabulary file when the checkpoint carries none (must equal a stored one)")
+    p.add_argument("--captions", default=None,
+                   help="<split>_caps.txt aligned with the matrix columns (default with --ckpt: the split's)")
     p.add_argument("--ids", default=None, help="<split>_ids.txt: one image id per matrix row")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--text-queries", type=int, nargs="*", default=None, help="caption indices (default: random)")
@@ -56,9 +75,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _score_split(args: argparse.Namespace) -> np.ndarray:
+    model, payload = load_model(args.ckpt)
+    vocab = checkpoint_caption_encoder(args.ckpt, payload, args.vocab)
+    dataset = PrecompDataset(args.root, args.name, args.split, vocab)
+    return dataset_similarity(model, dataset).numpy()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sims = np.load(args.sims, mmap_mode="r")
+    split_dir = Path(args.root) / args.name
+    if args.ckpt:
+        try:
+            sims = _score_split(args)
+        except InputError as err:
+            print(err.one_line(), file=sys.stderr)
+            return 2
+        args.captions = args.captions or str(split_dir / f"{args.split}_caps.txt")
+    else:
+        sims = np.load(args.sims, mmap_mode="r")
+        if args.captions is None:
+            raise SystemExit("--captions is required with --sims")
+    if args.ckpt and args.ids is None and (split_dir / f"{args.split}_ids.txt").is_file():
+        args.ids = str(split_dir / f"{args.split}_ids.txt")
     captions = _read_lines(args.captions)
     ids = _read_lines(args.ids)
     n_img, n_cap = sims.shape if sims.ndim == 2 else (0, 0)

@@ -19,7 +19,7 @@ from temde.run_dir import register_resolvers
 register_resolvers()
 
 
-@hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+@hydra.main(config_path="configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, dict[str, float]]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     return run_reporting_errors(lambda: evaluate(cfg, out_dir), "temde.evaluate")

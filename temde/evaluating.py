@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.datamodule import PrecompDataModule
+from temde.data.hf_tokenizer import caption_encoder_for
 from temde.data.precomp import PrecompDataset
 from temde.data.validate import validate_eval_inputs
 from temde.data.vocab import Vocabulary, load_vocab
@@ -115,6 +116,11 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]
     models, checks = [], []
     for path in paths:
         model, payload = load_model(path)
+        tokenizer = caption_encoder_for(payload["model_config"], None)  # a transformer's own tokenizer
+        if tokenizer is not None:
+            models.append((model, tokenizer))
+            checks.append((payload["model_config"], tokenizer.id_map()))
+            continue
         word2idx = checkpoint_vocabulary(path, payload, explicit, cfg.get("vocab"))
         models.append((model, Vocabulary(word2idx)))
         checks.append((payload["model_config"], word2idx))

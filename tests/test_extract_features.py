@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from temde.features import (
     build_backbone,
     extract_features,
     list_images,
+    manifest_path,
     marker_path,
+    partial_path,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +71,8 @@ def test_full_run_matches_reference(image_dir: Path, tmp_path: Path) -> None:
     feats = np.load(out)
     assert feats.shape == (5, 4, 512) and feats.dtype == np.float32
     np.testing.assert_allclose(feats, _reference(paths), rtol=1e-4, atol=1e-5)
-    state = json.loads(marker_path(out).read_text())
-    assert state["done"] == 5 and state["complete"] and state["feature_dim"] == 512
+    state = json.loads(manifest_path(out).read_text())
+    assert state["complete"] and state["feature_dim"] == 512 and not marker_path(out).exists()
     assert extract_features(paths, out, batch_size=2, **SMALL) == 0  # finished: nothing recomputed
 
 
@@ -78,9 +81,9 @@ def test_resume_continues_and_keeps_written_rows(image_dir: Path, tmp_path: Path
     out = tmp_path / "dev_ims.npy"
     assert extract_features(paths, out, batch_size=2, max_batches=1, **SMALL) == 2  # "interrupted"
     state = json.loads(marker_path(out).read_text())
-    assert state["done"] == 2 and not state["complete"]
+    assert state["done"] == 2 and not out.exists()  # nothing published before every row is written
     # Mark the rows already written: a resume must not recompute (overwrite) them.
-    mm = np.lib.format.open_memmap(out, mode="r+")
+    mm = np.lib.format.open_memmap(partial_path(out), mode="r+")
     sentinel = mm[:2].copy() + 1000.0
     mm[:2] = sentinel
     mm.flush()
@@ -89,7 +92,34 @@ def test_resume_continues_and_keeps_written_rows(image_dir: Path, tmp_path: Path
     feats = np.load(out)
     np.testing.assert_array_equal(feats[:2], sentinel)
     np.testing.assert_allclose(feats[2:], _reference(paths)[2:], rtol=1e-4, atol=1e-5)
-    assert json.loads(marker_path(out).read_text())["complete"]
+    assert json.loads(manifest_path(out).read_text())["complete"] and not partial_path(out).exists()
+
+
+def test_truncated_partial_is_rebuilt_not_zero_filled(image_dir: Path, tmp_path: Path) -> None:
+    # Issue 10 finding 6: a resume over a truncated file used to zero-fill it (numpy r+ memmap) and mark it done.
+    paths = list_images(image_dir)
+    out = tmp_path / "t_ims.npy"
+    extract_features(paths, out, batch_size=2, max_batches=2, **SMALL)
+    part = partial_path(out)
+    os.truncate(part, part.stat().st_size // 2)
+    assert extract_features(paths, out, batch_size=2, **SMALL) == 5  # rebuilt from row 0
+    np.testing.assert_allclose(np.load(out), _reference(paths), rtol=1e-4, atol=1e-5)
+
+
+def test_truncated_or_foreign_final_output_is_refused(image_dir: Path, tmp_path: Path) -> None:
+    paths = list_images(image_dir)
+    out = tmp_path / "f_ims.npy"
+    extract_features(paths, out, batch_size=5, **SMALL)
+    size = out.stat().st_size
+    os.truncate(out, size - 100)
+    with pytest.raises(FeatureError, match="truncated"):
+        extract_features(paths, out, batch_size=5, **SMALL)
+    assert out.stat().st_size == size - 100  # never extended with zeros
+    manifest_path(out).unlink()
+    with pytest.raises(FeatureError, match="without its manifest"):
+        extract_features(paths, out, batch_size=5, **SMALL)
+    assert extract_features(paths, out, batch_size=5, overwrite=True, **SMALL) == 5
+    np.testing.assert_allclose(np.load(out), _reference(paths), rtol=1e-4, atol=1e-5)
 
 
 def test_resume_refuses_changed_settings(image_dir: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,21 @@ import pytest
 
 from temde.evaluation import retrieval_metrics
 from temde.paper_results import paper_row
-from temde.reproduce import TABLES, RunSpec, build_plan, compare, estimate_run, load_table, row_metrics
+from temde.reproduce import (
+    RECALLS,
+    TABLES,
+    RunSpec,
+    build_plan,
+    compare,
+    estimate_run,
+    load_table,
+    mean_std,
+    row_metrics,
+    significance,
+)
+from temde.reproduce.__main__ import main as reproduce_main
+from temde.reproduce.report import chance_metrics
 from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
 
 # Smallest settings that still exercise every model of the table (36 regions: SGRAF's VisualSA BatchNorm).
 TINY = [
@@ -75,43 +85,74 @@ def test_row_metrics_is_the_mean_similarity_ensemble_and_compare_handles_missing
 
 
 def test_make_reproduce_f30k_synthetic_end_to_end(tmp_path, monkeypatch):
-    """`make reproduce TABLE=f30k DATA=synthetic` with tiny sizes and 1 epoch: table, json, plots, reuse."""
-    import reproduce as cli  # scripts/reproduce.py
-
+    """`make reproduce TABLE=f30k DATA=synthetic` with tiny sizes and 1 epoch: table, json, plots, reuse, seeds."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     results = tmp_path / "results"
     argv = ["--table", "f30k", "--data", "synthetic", "--epochs", "1", "--out-root", str(tmp_path / "runs"),
-            "--results-dir", str(results), "--override", f"data.root={tmp_path / 'data'}"]
+            "--override", f"data.root={tmp_path / 'data'}"]
     argv += [a for o in TINY for a in ("--override", o)]
-    assert cli.main(argv) == 0
+    published = (REPO / "experiments" / "results" / "synthetic_f30k.json").stat().st_mtime_ns
+    assert reproduce_main([*argv, "--seeds", "1", "--results-dir", str(results)]) == 0
 
     report = json.loads((results / "synthetic_f30k.json").read_text())
-    assert [r["name"] for r in report["rows"]] == [r["name"] for r in load_table("f30k")["rows"]]
-    assert report["commit"] and report["data"] == "synthetic" and len(report["runs"]) == 8
+    baseline = "Baseline (mean-pool + GRU)"
+    assert [r["name"] for r in report["rows"]] == [r["name"] for r in load_table("f30k")["rows"]] + [baseline]
+    assert report["commit"] and report["data"] == "synthetic" and len(report["runs"]) == 9
     sgraf = next(r for r in report["rows"] if r["name"] == "SGRAF*")
     assert [r["seed"] for r in sgraf["runs"]] == [0, 0] and sgraf["paper"]["rsum"] == 499.6
-    assert sgraf["diff"]["rsum"] == pytest.approx(sgraf["ours"]["rsum"] - 499.6, abs=0.01)
+    assert sgraf["std"] is None and report["significance"] == []  # one replicate: no std, nothing marked
     # the ensemble row equals the mean of its two runs' cached similarity matrices
     sims = [np.load(Path(r["run_dir"]) / "sims_test.npy") for r in sgraf["runs"]]
     assert sgraf["ours"] == pytest.approx(retrieval_metrics((sims[0] + sims[1]) / 2))
     md = (results / "synthetic_f30k.md").read_text()
-    assert "| SGRAF* | f30k_sgr:0, f30k_saf:0 |" in md and "(499.6, " in md and report["commit"] in md
+    assert "| SGRAF* | f30k_sgr:0, f30k_saf:0 |" in md and report["commit"] in md
+    assert "499.6" not in md and "| chance (random scores) |" in md  # synthetic rows are never set against the paper
+    # chance on the tiny test split (5 images x 25 captions), analytically: i2t R@K = 1 - C(20, K) / C(25, K),
+    # t2i R@K = min(K, 5) / 5: 20 + 70.8 + 94.3 + 20 + 100 + 100
+    assert report["chance"]["rsum"] == pytest.approx(405.17, abs=0.01)
     figures = sorted(p.name for p in (results / "synthetic_f30k").glob("*.png"))
-    assert "recall_sgraf.png" in figures and sum(f.startswith("curves_") for f in figures) == 8
+    assert "recall_sgraf.png" in figures and sum(f.startswith("curves_") for f in figures) == 9
+    assert (REPO / "experiments" / "results" / "synthetic_f30k.json").stat().st_mtime_ns == published  # no --publish
 
-    # a second invocation reuses every finished run (no training) and the cached similarity matrices
-    assert cli.main(argv + ["--no-plots"]) == 0
-    again = json.loads((results / "synthetic_f30k.json").read_text())
-    assert {r["status"] for r in again["runs"]} == {"reused"}
-    assert again["rows"][0]["ours"] == report["rows"][0]["ours"]
+    # two seed replicates of two rows: replicate 0 is reused, replicate 1 (seeds + 100) is trained
+    assert reproduce_main([*argv, "--no-plots", "--rows", "SGR", baseline]) == 0  # default: 2 seeds, <out-root>/results
+    again = json.loads((tmp_path / "runs" / "results" / "synthetic_f30k.json").read_text())
+    assert [r["status"] == "reused" for r in again["runs"]] == [True, False, True, False]
+    sgr = again["rows"][0]
+    assert [[r["seed"] for r in rep] for rep in sgr["replicas"]] == [[0], [100]]
+    assert sgr["per_replicate"][0] == report["rows"][1]["ours"]
+    values = [m["rsum"] for m in sgr["per_replicate"]]
+    assert sgr["ours"]["rsum"] == pytest.approx(np.mean(values)) and sgr["std"]["rsum"] == pytest.approx(
+        np.std(values, ddof=1))
+    (pair,) = again["significance"]
+    assert pair["exceeds"] == (abs(pair["diff"]) > 2 * max(sgr["std"]["rsum"], again["rows"][1]["std"]["rsum"]))
+    md = (tmp_path / "runs" / "results" / "synthetic_f30k.md").read_text()
+    assert f"{sgr['ours']['rsum']:.1f} ± {sgr['std']['rsum']:.1f}" in md and "f30k_sgr:0 / f30k_sgr:100" in md
+
+
+def test_significance_marks_differences_beyond_two_standard_deviations():
+    def row(name, rsum, std):
+        return {"name": name, "ours": {"rsum": rsum}, "std": None if std is None else {"rsum": std}}
+
+    pairs = significance([row("a", 300.0, 5.0), row("b", 311.0, 4.0), row("c", 309.0, 1.0), row("d", 0.0, None)])
+    assert [(p["a"], p["b"], p["exceeds"]) for p in pairs] == [("a", "b", True), ("a", "c", False),
+                                                               ("b", "c", False)]
+    assert mean_std([{k: 1.0 for k in RECALLS}])[1] is None
+
+
+def test_chance_is_the_expected_recall_of_random_scores():
+    exact = chance_metrics(100, 500, fold5=False)
+    assert exact["t2i_r5"] == pytest.approx(5.0) and exact["i2t_r1"] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)  # independent check: the mean over random score matrices
+    sampled = [retrieval_metrics(rng.standard_normal((100, 500)))["rsum"] for _ in range(200)]
+    assert np.mean(sampled) == pytest.approx(exact["rsum"], abs=3 * np.std(sampled) / np.sqrt(200))
+    assert chance_metrics(500, 2500, fold5=True) == exact  # five folds of 100 images
 
 
 def test_dry_run_prints_plan_and_trains_nothing(tmp_path, capsys):
-    import reproduce as cli
-
-    assert cli.main(["--table", "coco5k", "--data", "coco", "--dry-run", "--out-root", str(tmp_path)]) == 0
+    assert reproduce_main(["--table", "coco5k", "--data", "coco", "--dry-run", "--out-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "coco_sgr_s0_" in out and "estimated GPU time" in out and "ESTIMATE" in out
     assert not any(tmp_path.iterdir())
     with pytest.raises(SystemExit):
-        cli.main(["--table", "coco5k", "--data", "f30k", "--dry-run"])
+        reproduce_main(["--table", "coco5k", "--data", "f30k", "--dry-run"])

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from temde.data.hf_tokenizer import HFTokenizer
 from temde.data.precomp import CaptionSet, ImageSet, PrecompDataset, collate, collate_captions, collate_images
 from temde.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 from temde.data.vocab import Vocabulary, build_vocab, load_vocab
@@ -41,6 +42,7 @@ class PrecompDataModule(pl.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
         validate: str = "full",
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -58,17 +60,21 @@ class PrecompDataModule(pl.LightningDataModule):
         self.synthetic = SyntheticSpec(**synthetic) if synthetic is not None else None
         self.seed = seed  # shuffling order depends only on (seed, epoch)
         self.validate = validate  # up-front input check (temde.data.validate): full | shapes
-        self._vocab: Vocabulary | None = None
+        # A pretrained model's own tokenizer (text_encoder=transformer) replaces the SCAN vocabulary.
+        self.tokenizer = tokenizer
+        self._vocab: Vocabulary | HFTokenizer | None = None
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
             ensure_synthetic_dataset(self.root, self.name, self.synthetic)
 
     @property
-    def vocab(self) -> Vocabulary:
+    def vocab(self) -> Vocabulary | HFTokenizer:
         if self._vocab is None:
             self.prepare_data()
-            if self.vocab_path.is_file():
+            if self.tokenizer:
+                self._vocab = HFTokenizer(self.tokenizer)
+            elif self.vocab_path.is_file():
                 self._vocab = load_vocab(self.vocab_path)
             else:
                 log.warning("no vocabulary at %s: building one from %s captions", self.vocab_path, self.train_split)

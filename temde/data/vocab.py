@@ -2,12 +2,18 @@
 
 VSRN's pickled vocabularies are read by :mod:`temde.data.vsrn_vocab` (restricted unpickler, word2idx only) and
 wrapped here, so the dependency runs one way: vocab -> vsrn_vocab.
+
+Build one for your own data (bring-your-own-data, docs/byod.md)::
+
+    python -m temde.data.vocab build data/own_precomp/train_caps.txt --out data/vocab/own_precomp_vocab.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -117,3 +123,33 @@ def build_vocab(captions: Iterable[str | bytes], min_count: int = MIN_WORD_COUNT
     words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
                    key=lambda w: (-counts[w], w))
     return Vocabulary({w: i for i, w in enumerate([*SPECIAL_TOKENS, *words])})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m temde.data.vocab build <caps.txt>... --out <vocab.json> [--min-count 4]``."""
+    parser = argparse.ArgumentParser(prog="python -m temde.data.vocab", description="SCAN JSON vocabularies")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="words seen >= --min-count times in the caption files (train captions)")
+    build.add_argument("captions", nargs="+", help="<split>_caps.txt files, one caption per line")
+    build.add_argument("--out", required=True, help="output JSON, e.g. data/vocab/<name>_vocab.json")
+    build.add_argument("--min-count", type=int, default=MIN_WORD_COUNT, help="official threshold: 4")
+    args = parser.parse_args(argv)
+    captions: list[bytes] = []
+    for name in args.captions:
+        path = Path(name)
+        if not path.is_file():
+            print(f"temde: error: {path}: caption file not found (expected one caption per line)", file=sys.stderr)
+            return 2
+        captions += [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+    try:
+        vocab = build_vocab(captions, args.min_count)
+    except UnicodeDecodeError as err:
+        print(f"temde: error: {args.captions}: captions must be UTF-8 ({err})", file=sys.stderr)
+        return 2
+    vocab.save_json(args.out)
+    print(f"{args.out}: {len(vocab)} words ({len(captions)} captions, min count {args.min_count})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,10 @@ and ``sim_tranglo_w`` then maps ``N*W -> sim_dim`` (docs/temde.md "Integration")
 pooling baselines (their outputs are l2-normalised like SA's). Global vectors depend on one modality only, so they
 can be precomputed and indexed (:mod:`temde.two_stage`).
 
+**Text encoder** (``text_encoder``): ``"bigru"`` is the official one; ``"transformer"`` (beyond the paper) is a
+pretrained Hugging Face model (``model_name_or_path``, local files only) + projection, its token states used as
+the words (:mod:`temde.modules.hf_text`); its pretrained weights train at ``pretrained_lr_scale`` x lr.
+
 **Vectorized scoring.** The official evaluation loops over captions, each against a shard of 100 images.
 :meth:`SGRAF.similarity` scores every pair of an (images x captions) block at once: padded words are masked in
 the attention (zero rows), in SGR (masked neighbours) and in SAF (masked weights), so each score equals the
@@ -39,6 +43,12 @@ from temde.losses import ContrastiveLoss
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
+from temde.modules.hf_text import (
+    PRETRAINED_LR_SCALE,
+    TransformerTextEncoder,
+    check_text_encoder,
+    param_groups,
+)
 from temde.modules.init import xavier_linears_
 from temde.modules.norms import NORM_EPS, l2norm, l2norm_, lengths_to_mask
 from temde.modules.pooling import GlobalPooling, build_global_pooling
@@ -192,6 +202,9 @@ class SGRAF(nn.Module):
         chunk_size: int | None = None,
         global_loss_weight: float = 0.0,
         global_loss_max_violation: bool = False,
+        text_encoder: Literal["bigru", "transformer"] = "bigru",
+        model_name_or_path: str | None = None,
+        pretrained_lr_scale: float = PRETRAINED_LR_SCALE,
     ) -> None:
         super().__init__()
         if module_name not in MODULES:
@@ -206,7 +219,12 @@ class SGRAF(nn.Module):
         self.global_loss_weight = global_loss_weight
         self.global_loss_max_violation = global_loss_max_violation
         self.img_enc = ImageEncoder(img_dim, embed_size)
-        self.txt_enc = GRUTextEncoder(vocab_size, word_dim, embed_size, num_layers, bi_gru, dropout)
+        self.text_encoder = check_text_encoder(text_encoder, model_name_or_path)
+        self.pretrained_lr_scale = pretrained_lr_scale
+        if text_encoder == "transformer":  # beyond the paper: pretrained HF encoder + projection (hf_text.py)
+            self.txt_enc: nn.Module = TransformerTextEncoder(str(model_name_or_path), embed_size)
+        else:
+            self.txt_enc = GRUTextEncoder(vocab_size, word_dim, embed_size, num_layers, bi_gru, dropout)
         pooling = build_global_pooling(global_pooling, embed_size, num_region=num_region, dropout=dropout)
         self.global_kind = pooling.kind
         self.sim_enc = SimilarityEncoder(embed_size, sim_dim, module_name, sgr_step, pooling, saf_bn_stats)
@@ -242,6 +260,13 @@ class SGRAF(nn.Module):
         scores = img["global"] @ txt["global"].t()
         loss = ContrastiveLoss(max_violation=self.global_loss_max_violation)(scores)
         return {"global_contrastive": self.global_loss_weight * loss}
+
+    def optimizer_parameters(self) -> list[Tensor] | list[dict[str, Any]]:
+        """Every parameter; with a transformer text encoder, its pretrained weights as a group at
+        ``pretrained_lr_scale`` x lr (:func:`temde.modules.hf_text.param_groups`)."""
+        if isinstance(self.txt_enc, TransformerTextEncoder):
+            return param_groups(self, self.txt_enc.pretrained_parameters(), self.pretrained_lr_scale)
+        return [p for p in self.parameters() if p.requires_grad]
 
     # ---- scoring --------------------------------------------------------------------------------------------
     def similarity(self, img: Repr, txt: Repr) -> Tensor:

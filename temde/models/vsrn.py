@@ -32,7 +32,14 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from temde.errors import InputError
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
+from temde.modules.hf_text import (
+    PRETRAINED_LR_SCALE,
+    TransformerTextEncoder,
+    check_text_encoder,
+    param_groups,
+)
 from temde.modules.norms import l2norm_clamped as l2norm
+from temde.modules.norms import lengths_to_mask, masked_mean
 from temde.modules.pooling import build_global_pooling
 from temde.modules.vsrn_text import VSRNTextEncoder
 from temde.repr import Repr
@@ -161,6 +168,9 @@ class VSRN(nn.Module):
         dim_word: int = 300,  # official --dim_word (caption decoder embedding)
         input_dropout_p: float = 0.2,  # official --input_dropout_p
         duplicate_caption_parameters: bool = False,
+        text_encoder: str = "bigru",  # "bigru" (official uni-GRU) | "transformer" (pretrained HF model, not in the paper)
+        model_name_or_path: str | None = None,  # with text_encoder="transformer": local dir / cached HF name
+        pretrained_lr_scale: float = PRETRAINED_LR_SCALE,  # lr multiplier of the pretrained text weights
     ) -> None:
         """``duplicate_caption_parameters`` reproduces the official optimizer quirk (docs/vsrn.md, "Optimizer quirk"): the caption
         branch parameters appear twice in the list given to Adam and to gradient clipping, so they count twice
@@ -184,7 +194,12 @@ class VSRN(nn.Module):
         else:
             reasoning = RegionGCN(embed_size, num_gcn_blocks)
         self.img_enc = VSRNImageEncoder(img_dim, embed_size, variant, reasoning)
-        self.txt_enc = VSRNTextEncoder(vocab_size, word_dim, embed_size, num_layers)
+        self.text_encoder = check_text_encoder(text_encoder, model_name_or_path)
+        self.pretrained_lr_scale = pretrained_lr_scale
+        if text_encoder == "transformer":  # token states -> projection; caption vector = their masked mean
+            self.txt_enc: nn.Module = TransformerTextEncoder(str(model_name_or_path), embed_size, normalize=False)
+        else:
+            self.txt_enc = VSRNTextEncoder(vocab_size, word_dim, embed_size, num_layers)
 
         if self.additive:
             self.image_sketcher, self.text_sketcher, _ = _build_sketchers(embed_size, global_pooling)
@@ -214,7 +229,12 @@ class VSRN(nn.Module):
         return out
 
     def encode_texts(self, tokens: Tensor, lengths: Tensor) -> Repr:
-        embedding, states, mask = self.txt_enc(tokens, lengths)
+        if isinstance(self.txt_enc, TransformerTextEncoder):
+            states = self.txt_enc(tokens, lengths)
+            mask = lengths_to_mask(torch.as_tensor(lengths, device=tokens.device).long(), tokens.shape[1])
+            embedding = l2norm(masked_mean(states, mask))
+        else:
+            embedding, states, mask = self.txt_enc(tokens, lengths)
         out: Repr = {"embedding": embedding}
         if self.additive:
             out["sketch"] = sketch_vector(self.text_sketcher, states, mask)
@@ -235,9 +255,11 @@ class VSRN(nn.Module):
         loss = self.caption.loss(img["regions"], batch["tokens"], batch["lengths"], img.get("regions_mask"))
         return {"caption": self.caption_weight * loss}
 
-    def optimizer_parameters(self) -> list[Tensor]:
-        """All parameters; with ``duplicate_caption_parameters`` the caption branch is listed a second time."""
+    def optimizer_parameters(self) -> list[Tensor] | list[dict[str, Any]]:
+        """All parameters; with ``duplicate_caption_parameters`` the caption branch is listed a second time;
+        with a transformer text encoder, two groups (pretrained weights at ``pretrained_lr_scale`` x lr)."""
         params = list(self.parameters())
-        if self.duplicate_caption_parameters and self.caption is not None:
-            params += list(self.caption.parameters())
-        return params
+        duplicates = list(self.caption.parameters()) if self.duplicate_caption_parameters and self.caption else []
+        if isinstance(self.txt_enc, TransformerTextEncoder):  # pretrained weights at pretrained_lr_scale x lr
+            return param_groups(self, self.txt_enc.pretrained_parameters(), self.pretrained_lr_scale, duplicates)
+        return params + duplicates

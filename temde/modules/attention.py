@@ -72,3 +72,12 @@ def t2i_attention_pairs(
     attn = _normalize_and_softmax(attn, word_dim=2, region_dim=1, regions_mask=mask, lam=lam)
     ctx = torch.bmm(attn.transpose(1, 2), regions)
     return l2norm(ctx, dim=-1) if normalize else ctx
+
+
+def t2i_attention_weights(regions: Tensor, words: Tensor, regions_mask: Tensor | None = None,
+                          lam: float = ATTN_LAMBDA) -> Tensor:
+    """The attention weights themselves for one pair: regions (R, D), words (L, D) -> (L, R), rows sum to 1
+    over the valid regions (what :func:`t2i_attention_pairs` averages the regions with; for pictures)."""
+    attn = (regions @ words.t())[None]  # (1, R, L)
+    mask = None if regions_mask is None else regions_mask.view(1, -1, 1)
+    return _normalize_and_softmax(attn, word_dim=2, region_dim=1, regions_mask=mask, lam=lam)[0].t()

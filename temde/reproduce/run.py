@@ -1,0 +1,124 @@
+"""Train the runs of a plan (or reuse finished ones), score each run once, and hand the rows to the report.
+
+Every run's test similarity matrix is cached next to its checkpoint (``sims_<split>.npy``), so a checkpoint shared
+by several rows (SGR in "SGR" and "SGRAF") is scored once. Results go to ``results_dir``: by default inside the
+output root (``<out_root>/results``); the committed examples in ``experiments/results/`` are rewritten only on
+purpose (``--publish``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from temde.checkpoint import load_model
+from temde.data.precomp import PrecompDataset
+from temde.data.vocab import Vocabulary
+from temde.evaluating import resolve_device
+from temde.reproduce.plan import Plan, RunSpec, compose_run_config, estimate_run, is_finished
+from temde.reproduce.report import build_report, write_report
+from temde.retrieval import split_similarity
+from temde.training import train
+
+log = logging.getLogger(__name__)
+
+
+def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess", env: dict[str, str] | None = None) -> None:
+    """Train one run into ``run_dir`` (``subprocess``: ``python -m temde.train``; ``inprocess``: same config,
+    this interpreter, no start-up cost)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(asdict(run), indent=2))
+    if launcher == "subprocess":
+        cmd = [sys.executable, "-m", "temde.train", *run.train_overrides(), f"hydra.run.dir={run_dir}"]
+        log.info("train: %s", " ".join(cmd))
+        proc = subprocess.run(cmd, env={**os.environ, **(env or {})})  # cwd kept: data.root may be relative
+        if proc.returncode != 0:
+            raise RuntimeError(f"training {run.label} failed (exit {proc.returncode}); log: {run_dir}/train.log")
+    elif launcher == "inprocess":
+        _train_inprocess(run, run_dir)
+    else:
+        raise ValueError(f"launcher must be subprocess or inprocess, got {launcher!r}")
+    if not is_finished(run_dir):
+        raise RuntimeError(f"training {run.label} ended without {run_dir}/metrics.json and model_best.ckpt")
+
+
+def _train_inprocess(run: RunSpec, run_dir: Path) -> None:
+    train(compose_run_config(run), run_dir, experiment=run.experiment)
+
+
+def _record_run_facts(plan: Plan, run: RunSpec, estimate: dict[str, Any] | None) -> None:
+    path = plan.run_dir(run) / "run.json"
+    facts = json.loads(path.read_text()) if path.is_file() else asdict(run)
+    if estimate:
+        facts.update(epochs=estimate["epochs"], iterations_per_epoch=estimate["iterations_per_epoch"])
+    path.write_text(json.dumps(facts, indent=2))
+
+
+def run_similarity(run_dir: Path, split: str, img_block: int | None = None, txt_block: int | None = None,
+                   batch_size: int = 128, device: str = "auto") -> np.ndarray:
+    """Test similarity matrix of a finished run, cached as ``sims_<split>.npy`` next to its checkpoint."""
+    cache = run_dir / f"sims_{split}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    info = json.loads((run_dir / "reproduce_data.json").read_text())
+    model, payload = load_model(run_dir / "model_best.ckpt")
+    dataset = PrecompDataset(Path(info["root"]), info["name"], split, Vocabulary(payload["word2idx"]))
+    tokens, lengths = dataset.caption_tokens()
+    sims = split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block, batch_size,
+                            resolve_device(device))
+    sims = np.asarray(sims, dtype=np.float32)
+    np.save(cache, sims)
+    return sims
+
+
+def _record_data(run: RunSpec, run_dir: Path) -> None:
+    """Where the run's test data lives (the composed config's data.root / data.name)."""
+    if (run_dir / "reproduce_data.json").is_file():
+        return
+    cfg = compose_run_config(run)
+    (run_dir / "reproduce_data.json").write_text(json.dumps({"root": str(Path(cfg.data.root).resolve()), "name": cfg.data.name}))
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+def reproduce(
+    plan: Plan,
+    results_dir: Path,
+    launcher: str = "subprocess",
+    force: bool = False,
+    device: str = "auto",
+    plots: bool = True,
+    progress: Callable[[Iterable], Iterable] = lambda x: x,
+) -> dict[str, Any]:
+    """Train missing runs, score every run once, ensemble per row and replicate, compare, write md + json (+ png)."""
+    run_info = {}
+    for run in progress(plan.runs):
+        run_dir = plan.run_dir(run)
+        status = "reused"
+        if force or not is_finished(run_dir):
+            started = time.time()
+            for stale in run_dir.glob("sims_*.npy"):
+                stale.unlink()
+            train_run(run, run_dir, launcher)
+            status = f"trained in {time.time() - started:.0f} s"
+        try:
+            _record_run_facts(plan, run, estimate_run(run, plan))
+        except Exception as err:  # noqa: BLE001 - the estimate is a nicety, never a reason to fail a table
+            log.warning("no estimate for %s: %s", run.key, err)
+        _record_data(run, run_dir)
+        meta = json.loads((run_dir / "metrics.json").read_text()).get("_meta", {})
+        run_info[run.key] = {**asdict(run), "key": run.key, "run_dir": str(run_dir), "status": status,
+                             "val_best": meta.get("val_best"), "train_seconds": meta.get("train_seconds")}
+    split = plan.eval_split["split"]
+    sims = {run.key: run_similarity(plan.run_dir(run), split, device=device) for run in plan.runs}
+    report = build_report(plan, sims, run_info)
+    return write_report(plan, report, Path(results_dir), plots)
