@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from temde.checkpoint import load_model
+from temde.data.layout import CAPTIONS_PER_IMAGE  # noqa: E402  (one home for the layout)
 from temde.data.precomp import PrecompDataset
 from temde.errors import InputError
 from temde.viz.attention import checkpoint_caption_encoder, dataset_similarity
-
-CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

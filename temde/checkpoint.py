@@ -33,6 +33,7 @@ from torch import nn
 
 from temde.errors import InputError
 from temde.models.baseline import MeanPoolBaseline
+from temde.models.legacy import upgrade_model_config
 from temde.models.sgraf import SGRAF
 from temde.models.vsrn import VSRN
 
@@ -182,6 +183,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     else:
         raise InputError(path, f"not a temde checkpoint (expected 'format': '{FORMAT}' or Lightning "
                                f"hyper_parameters with a model_config); {CONVERT_HINT}")
+    config = upgrade_model_config(config)  # checkpoints written before the `global` config group
     model_class(config, path)
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):

@@ -127,7 +127,7 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, dict[str, float]
     validate_eval_inputs(datamodule, checks)  # every test split, before any encoding
     test_splits = OmegaConf.to_container(cfg.data.test_splits, resolve=True)
     results = evaluate_models(models, datamodule, test_splits, cfg.eval.img_block, cfg.eval.txt_block,
-                              cfg.eval.batch_size, resolve_device(cfg.eval.device),
+                              cfg.data.eval_batch_size, resolve_device(cfg.eval.device),
                               out_dir if cfg.save_sims else None, cfg.eval.get("precision", "fp32"))
     path = write_metrics(results, out_dir, {"checkpoints": [str(p) for p in paths], "data": cfg.data.name})
     print(f"wrote {path}" + (f" and sims_<split>.npy in {out_dir}" if cfg.save_sims else ""), flush=True)

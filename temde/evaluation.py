@@ -3,7 +3,7 @@
 The metrics are a pure function of the (n_images, 5 * n_images) similarity matrix, so any model, checkpoint or
 ensemble is evaluated the same way and tests can check the numbers against a brute-force reference.
 
-Layout (sgraf.md §1.1, §4): caption ``5k + i`` (i = 0..4) describes image ``k``.
+Layout (docs/evaluation.md, "Protocol"): caption ``5k + i`` (i = 0..4) describes image ``k``.
 
 * image -> text ("sentence retrieval", i2t): the rank of image ``k`` is the best (smallest) rank of its five
   ground-truth captions among all captions.
@@ -13,7 +13,7 @@ Layout (sgraf.md §1.1, §4): caption ``5k + i`` (i = 0..4) describes image ``k`
 * COCO 1K (``fold5=True``): the 5000 x 25000 ``testall`` matrix is cut into its 5 diagonal blocks of
   1000 images x 5000 captions; every metric is the mean over the folds and ``rsum`` is the sum of the mean
   recalls (= the mean of the fold rsums). The official COCO-1K summary line prints 6 x the mean i2t recall
-  instead (sgraf.md §4.7, vsrn.md §4); that bug is deliberately not reproduced.
+  instead (docs/evaluation.md, "Protocol"); that bug is deliberately not reproduced.
 
 **Tie convention (optimistic).** The rank of a ground truth is the number of candidates whose score is *strictly
 greater* than the ground truth's score. The official code takes the position in ``argsort(...)[::-1]``, whose
@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-CAPTIONS_PER_IMAGE = 5  # SCAN/SGRAF layout: captions 5k..5k+4 belong to image k (sgraf.md §1.1)
+from temde.data.layout import CAPTIONS_PER_IMAGE
+
 RECALL_KS = (1, 5, 10)  # R@1, R@5, R@10 reported by every paper in the table
-N_FOLDS = 5  # COCO 1K = mean over 5 folds of the 5K testall split (sgraf.md §4.7, issue #7)
+N_FOLDS = 5  # COCO 1K = mean over 5 folds of the 5K testall split (docs/evaluation.md, "Protocol")
 _ROW_BLOCK = 512  # rows per comparison block: bounds the boolean temporaries to ~block x n_captions bytes
 
 METRIC_KEYS = (

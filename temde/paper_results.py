@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from temde.evaluation import RECALL_KEYS
+
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "experiments" / "paper_results.yaml"
-PROTOCOLS = ("f30k_test", "coco_1k_fold5", "coco_5k")  # F30K 1K test; COCO 1K (5 folds); COCO 5K (sgraf.md §4)
+PROTOCOLS = ("f30k_test", "coco_1k_fold5", "coco_5k")  # F30K 1K test; COCO 1K (5 folds); COCO 5K (docs/evaluation.md, "Protocol")
 SOURCES = ("sgraf_paper", "sgraf_readme", "temde_paper", "vsrn_paper", "third_party")
-RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def check_train_options(cfg: DictConfig) -> None:
 
 
 def check_eval_options(cfg: DictConfig) -> None:
-    for key in ("eval.img_block", "eval.txt_block", "eval.batch_size"):
+    for key in ("eval.img_block", "eval.txt_block", "data.eval_batch_size"):
         if OmegaConf.select(cfg, key) is not None:  # optional keys (null = the model's default block size)
             check_int(cfg, key, minimum=1)
     precision = OmegaConf.select(cfg, "eval.precision")

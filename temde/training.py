@@ -230,7 +230,7 @@ def _finish(cfg: DictConfig, trainer: pl.Trainer, model: torch.nn.Module, model_
     results: dict[str, Any] = {}
     if cfg.eval.test:
         results = evaluate_models([(best_model, vocab)], datamodule, test_splits, cfg.eval.img_block,
-                                  cfg.eval.txt_block, cfg.eval.batch_size, resolve_device(cfg.eval.device),
+                                  cfg.eval.txt_block, cfg.data.eval_batch_size, resolve_device(cfg.eval.device),
                                   precision=cfg.eval.get("precision", "fp32"))
         for lg in trainer.loggers:
             lg.log_metrics({f"test/{label}/{k}": v for label, m in results.items() for k, v in m.items()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import torch
 from temde.data.synthetic import SyntheticSpec, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+TEST_DATA = REPO / "tests" / "data"
+REFERENCE = TEST_DATA / "reference"  # small public reference files (published result tables)
 
 # Small enough for seconds-long CPU tests, same on-disk format as the real thing.
 TINY_SPEC = SyntheticSpec(n_train=80, n_dev=20, n_test=20, n_testall=50, n_regions=12, feature_dim=48,
@@ -24,6 +27,17 @@ def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_synthetic_dataset(root, "synthetic_precomp", TINY_SPEC, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def reference_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The released SCAN / VSRN vocabularies (tests/data/vocab/*.gz, gzip only to keep the repository small),
+    unpacked once per session: the loaders under test read the files exactly as released."""
+    out = tmp_path_factory.mktemp("vocab")
+    for packed in sorted((TEST_DATA / "vocab").glob("*.gz")):
+        with gzip.open(packed, "rb") as src, open(out / packed.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return out
 
 
 @pytest.fixture(scope="module")

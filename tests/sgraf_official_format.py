@@ -1,4 +1,4 @@
-"""Test helpers: official-format SGRAF state dicts (names/shapes of sgraf.md section 5) with random weights, and an
+"""Test helpers: official-format SGRAF state dicts (names/shapes of the official format, docs/sgraf.md "Official checkpoint format") with random weights, and an
 independent per-caption reference forward pass written from the spec (plain tensor ops, float64, no temde code).
 """
 
@@ -90,7 +90,7 @@ def official_opt(vocab_size: int, img_dim: int, word_dim: int, embed_size: int, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reference forward (eval mode), one caption at a time, float64, written from sgraf.md section 2.
+# Reference forward (eval mode), one caption at a time, float64, written from docs/sgraf.md "Architecture".
 # ---------------------------------------------------------------------------------------------------------------
 EPS = 1e-8
 BN_EPS = 1e-5

@@ -1,4 +1,4 @@
-"""Official SGRAF checkpoints (written here from random weights with the exact sgraf.md section 5 format) load
+"""Official SGRAF checkpoints (written here from random weights with the exact official format, docs/sgraf.md) load
 safely, strictly and completely, score like the reference, and convert to a checkpoint our loader reads."""
 
 from __future__ import annotations

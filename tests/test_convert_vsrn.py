@@ -1,7 +1,7 @@
 """Official VSRN checkpoints and vocabulary pickles: safe loading, strict key mapping, numerical equivalence.
 
-The reference forward pass below is written from the specification (docs: shared reference vsrn.md sections 2.1-2.3
-and 5), on the *official* state-dict layout (Conv1d weights, channel-first GCN, l2norm along dim 1, GRU gate
+The reference forward pass below is written from the specification (docs/vsrn.md, "Two official paths"
+and "Official checkpoint format"), on the *official* state-dict layout (Conv1d weights, channel-first GCN, l2norm along dim 1, GRU gate
 equations spelled out), independently of temde.models.vsrn.
 """
 
@@ -27,9 +27,6 @@ from temde.retrieval import split_similarity
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest.single_thread
 
 
-VOCAB_DIR = Path("/work/shared/reference/vocab")
-if not VOCAB_DIR.is_dir():  # a checkout elsewhere may keep the reference files next to the repository
-    VOCAB_DIR = Path(__file__).resolve().parents[1] / "shared" / "reference" / "vocab"
 
 # Small dims for the numerical checks (the official values are 2048 / 2048 / 300 / 8481|10006).
 D, F_IMG, W_DIM, V = 16, 12, 8, 30
@@ -40,7 +37,7 @@ N_REGIONS = 36  # official region count
 # Official-format checkpoints built from random weights
 # ---------------------------------------------------------------------------------------------------------------
 def official_image_shapes(d: int, f: int, f30k: bool, blocks: int = 4) -> OrderedDict[str, tuple]:
-    """Key -> shape of the official EncoderImagePrecompAttn state dict, in registration order (vsrn.md 5)."""
+    """Key -> shape of the official EncoderImagePrecompAttn state dict, in registration order (docs/vsrn.md, "Official checkpoint format")."""
     shapes: OrderedDict[str, tuple] = OrderedDict()
     shapes["fc.weight"], shapes["fc.bias"] = (d, f), (d,)
     for name in ("weight_ih_l0", "weight_hh_l0"):
@@ -85,7 +82,7 @@ def random_state(shapes: OrderedDict[str, tuple], gen: torch.Generator) -> Order
 
 
 def official_opt(data_name: str, **overrides) -> argparse.Namespace:
-    """Every train.py option (vsrn.md 2.5) with small dims, plus vocab_size."""
+    """Every train.py option (docs/vsrn.md, "Official options") with small dims, plus vocab_size."""
     opt = dict(data_path="/data", data_name=data_name, vocab_path="./vocab/", margin=0.2, num_epochs=30,
                batch_size=128, word_dim=W_DIM, embed_size=D, grad_clip=2.0, crop_size=224, num_layers=1,
                learning_rate=0.0002, lr_update=15, workers=10, log_step=10, val_step=500, logger_name="runs/runX",
@@ -225,7 +222,7 @@ def test_convert_returns_config_that_rebuilds_the_model(tmp_path):
 
 
 def test_exact_official_key_list_and_shapes():
-    """Full-size official layout (vsrn.md section 5) maps one-to-one onto our model, for both paths."""
+    """Full-size official layout (docs/vsrn.md, "Official checkpoint format") maps one-to-one onto our model, for both paths."""
     for f30k, vocab, img_params, txt_params in ((True, 8481, 96_536_576, 16_982_700),
                                                 (False, 10006, 96_532_480, 17_440_200)):
         img = {k: torch.empty(s, device="meta") for k, s in official_image_shapes(2048, 2048, f30k).items()}
@@ -242,7 +239,8 @@ def test_exact_official_key_list_and_shapes():
         assert sum(p.numel() for p in model.txt_enc.parameters()) == txt_params
 
 
-def test_vocab_mismatch_is_an_error(tmp_path):
+def test_vocab_mismatch_is_an_error(tmp_path, reference_vocab_dir):
+    VOCAB_DIR = reference_vocab_dir
     path, _, _ = make_official(tmp_path, True)
     with pytest.raises(ConversionError, match="has 8481 words but the checkpoint's embedding has 30"):
         convert_vsrn(path, vocab=VOCAB_DIR / "vsrn_f30k_precomp_vocab.pkl")
@@ -312,10 +310,8 @@ def test_checkpoint_with_arbitrary_globals_is_refused(tmp_path):
     ("f30k", 8481, {"the": 2488, "a": 3256, "man": 4845, "dog": 4430, "woman": 7471, ".": 348, ",": 4313}),
     ("coco", 10006, {"the": 3228, "a": 8427, "man": 6374, "dog": 6260, "woman": 4727, ".": 97, ",": 8749}),
 ])
-def test_official_vocab_pickles_load(name, size, checks):
-    path = VOCAB_DIR / f"vsrn_{name}_precomp_vocab.pkl"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
+def test_official_vocab_pickles_load(name, size, checks, reference_vocab_dir):
+    path = reference_vocab_dir / f"vsrn_{name}_precomp_vocab.pkl"
     vocab = load_vsrn_vocab(path)
     assert len(vocab) == size
     assert [vocab.word2idx[t] for t in ("<pad>", "<start>", "<end>", "<unk>")] == [0, 1, 2, 3]

@@ -12,11 +12,7 @@ from temde.data.precomp import DataError, PrecompDataset, collate
 from temde.data.tokenize import tokenize
 from temde.data.vocab import Vocabulary, build_vocab, load_json_vocab, load_vocab
 from temde.errors import InputError
-from tests.conftest import SHARED_REFERENCE, TINY_SPEC
-
-F30K_VOCAB = SHARED_REFERENCE / "vocab" / "f30k_precomp_vocab.json"
-COCO_VOCAB = SHARED_REFERENCE / "vocab" / "coco_precomp_vocab.json"
-needs_vocab = pytest.mark.skipif(not F30K_VOCAB.is_file(), reason="shared/reference vocab files not present")
+from tests.conftest import TINY_SPEC
 
 
 # Known outputs of the official nltk.word_tokenize(caption.lower()) (Punkt + NLTK Treebank) on SCAN captions.
@@ -42,8 +38,8 @@ def test_tokenize_lowercases_ascii_only():
     assert tokenize("ÉCOLE Dog") == ["École", "dog"]
 
 
-@needs_vocab
-def test_f30k_vocab_ids_match_file():
+def test_f30k_vocab_ids_match_file(reference_vocab_dir):
+    F30K_VOCAB = reference_vocab_dir / "f30k_precomp_vocab.json"
     vocab = load_json_vocab(F30K_VOCAB)
     raw = json.loads(F30K_VOCAB.read_text())
     assert len(vocab) == 8481 == raw["idx"]
@@ -56,14 +52,12 @@ def test_f30k_vocab_ids_match_file():
     assert "ca" in vocab and "n't" in vocab and "mr." in vocab and "dog." not in vocab
 
 
-@needs_vocab
-def test_coco_vocab_size_and_vsrn_style_load():
-    assert len(load_vocab(COCO_VOCAB)) == 11353
+def test_coco_vocab_size_and_vsrn_style_load(reference_vocab_dir):
+    assert len(load_vocab(reference_vocab_dir / "coco_precomp_vocab.json")) == 11353
 
 
-@needs_vocab
-def test_encode_adds_start_end():
-    vocab = load_json_vocab(F30K_VOCAB)
+def test_encode_adds_start_end(reference_vocab_dir):
+    vocab = load_json_vocab(reference_vocab_dir / "f30k_precomp_vocab.json")
     ids = vocab.encode("A dog .")
     assert ids[0] == 1 and ids[-1] == 2 and ids[1:-1] == [vocab("a"), vocab("dog"), vocab(".")]
 

@@ -18,7 +18,7 @@ from temde.evaluation import (
 )
 
 
-# ---------------------------------------------------------------- brute-force reference (spec, sgraf.md §4)
+# ---------------------------------------------------------------- brute-force reference (spec: docs/evaluation.md, "Protocol")
 def _brute_i2t(sims: np.ndarray) -> np.ndarray:
     n = sims.shape[0]
     ranks = np.zeros(n, dtype=np.int64)

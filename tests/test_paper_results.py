@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from temde.paper_results import RECALL_KEYS, load_paper_results, paper_row, paper_rows
+from tests.conftest import REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_MD = REPO / ".." / "shared" / "reference" / "paper_results.md"
-SGRAF_MD = REPO / ".." / "shared" / "reference" / "sgraf.md"
+PAPER_MD = REFERENCE / "paper_results.md"
+SGRAF_MD = REFERENCE / "sgraf_readme_results.md"
 SECTION_PROTOCOL = {"Flickr30K": "f30k_test", "MS-COCO 1K": "coco_1k_fold5", "MS-COCO 5K": "coco_5k"}
 README_DATASET_PROTOCOL = {"Flickr30K": "f30k_test", "COCO 1K": "coco_1k_fold5", "COCO 5K": "coco_5k"}
 
@@ -53,7 +54,7 @@ def _parse_paper_md(text: str) -> dict[str, list[dict]]:
 
 
 def _parse_sgraf_readme(text: str) -> list[dict]:
-    """Rows of sgraf.md §6 'README, updated results' table."""
+    """Rows of the official SGRAF README's 'updated results' table (tests/data/reference)."""
     start = text.index("### README")
     lines = text[start:].splitlines()[1:]
     rows = []
@@ -79,8 +80,6 @@ def yaml_rows():
 
 
 def test_yaml_matches_paper_results_md(yaml_rows) -> None:
-    if not PAPER_MD.is_file():
-        pytest.skip(f"reference file {PAPER_MD} absent (shared/reference not checked out next to the repo)")
     md = _parse_paper_md(PAPER_MD.read_text())
     assert set(md) == {"f30k_test", "coco_1k_fold5", "coco_5k"}
     assert sum(len(v) for v in md.values()) == 26
@@ -102,8 +101,6 @@ def test_yaml_matches_paper_results_md(yaml_rows) -> None:
 
 
 def test_yaml_matches_sgraf_readme(yaml_rows) -> None:
-    if not SGRAF_MD.is_file():
-        pytest.skip(f"reference file {SGRAF_MD} absent (shared/reference not checked out next to the repo)")
     readme = _parse_sgraf_readme(SGRAF_MD.read_text())
     assert len(readme) == 9
     ours = [r for r in yaml_rows if r.source == "sgraf_readme"]

@@ -7,9 +7,22 @@ import math
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from temde.modules.pooling import GLOBAL_ENCODERS, MeanPool, MultiHeadSelfAttentionPool, build_global_encoder
+from temde.errors import InputError
+from temde.modules.pooling import (
+    GLOBAL_ENCODERS,
+    GLOBAL_POOLINGS,
+    L2Pooling,
+    MeanPool,
+    MultiHeadSelfAttentionPool,
+    build_global_encoder,
+    build_global_pooling,
+)
+from temde.modules.self_attention import TextSA, VisualSA
+from tests.conftest import REPO
 
 DIM = 16
 
@@ -81,7 +94,6 @@ def test_signature_padding_and_permutation_invariance(name, enc):
 
 
 def test_sa_visual_through_factory():
-    pytest.importorskip("temde.modules.self_attention")
     torch.manual_seed(0)
     enc = build_global_encoder("sa_visual", DIM, num_region=5).eval()
     x = torch.randn(4, 5, DIM)
@@ -104,7 +116,7 @@ def test_gradients_and_empty_set():
 
 def test_factory_and_errors():
     assert set(GLOBAL_ENCODERS) == {"sa_visual", "sa_text", "mhsa", "mean"}
-    with pytest.raises(ValueError, match="build_sketchers"):
+    with pytest.raises(ValueError, match="build_global_pooling"):
         build_global_encoder("temde", DIM)
     with pytest.raises(ValueError, match="unknown kind"):
         build_global_encoder("gcn", DIM)
@@ -112,3 +124,52 @@ def test_factory_and_errors():
         MeanPool()(torch.randn(2, 3, DIM), torch.ones(2, 3))
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadSelfAttentionPool(DIM, heads=3)
+
+
+def test_global_pooling_spec_builds_shared_or_per_modality_sketchers():
+    spec = {"kind": "temde", "depth": 2, "hyperplanes": 3, "shared": True}
+    pooling = build_global_pooling(spec, DIM)
+    assert pooling.image is pooling.text and pooling.dim == 2 * 8 and pooling.is_sketch
+    assert spec == {"kind": "temde", "depth": 2, "hyperplanes": 3, "shared": True}  # caller's dict untouched
+    pooling = build_global_pooling({"kind": "temde", "depth": 2, "hyperplanes": 3, "shared": False}, DIM)
+    assert pooling.image is not pooling.text
+    assert not torch.equal(pooling.image.hyperplanes, pooling.text.hyperplanes)
+    pooling = build_global_pooling({"kind": "temde"}, DIM)
+    assert pooling.image is pooling.text and pooling.image.depth == 8 and pooling.image.width == 128
+    with pytest.raises(InputError, match="model.global_pooling: bad temde options"):
+        build_global_pooling({"kind": "temde", "depht": 2}, DIM)
+    with pytest.raises(InputError, match="bias_init must be one of"):
+        build_global_pooling({"kind": "temde", "bias_init": "mean"}, DIM)
+    with pytest.raises(InputError, match="kind must be one of"):
+        build_global_pooling({"depth": 2}, DIM)
+
+
+def test_global_pooling_sa_and_baselines():
+    pooling = build_global_pooling(None, DIM, num_region=5, dropout=0.0)  # default: SGRAF's official SA
+    assert isinstance(pooling.image, VisualSA) and isinstance(pooling.text, TextSA) and pooling.dim == DIM
+    assert not pooling.is_sketch
+    with pytest.raises(InputError, match="sa takes no options"):
+        build_global_pooling({"kind": "sa", "heads": 2}, DIM)
+    for kind in ("mhsa", "mean"):
+        pooling = build_global_pooling({"kind": kind, **({"heads": 2} if kind == "mhsa" else {})}, DIM)
+        assert isinstance(pooling.image, L2Pooling) and pooling.image is not pooling.text
+        x, mask = torch.randn(3, 5, DIM), torch.rand(3, 5) > 0.3
+        mask[:, 0] = True
+        out = pooling.image.eval()(x, mask)
+        assert out.shape == (3, DIM) and torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_every_global_config_builds():
+    """Every option of the `global` config group builds through the one factory (and T-EMDE keys stay valid)."""
+    config_dir = REPO / "configs" / "global"
+    names = sorted(p.stem for p in config_dir.glob("*.yaml"))
+    assert {"sa", "temde", "temde_per_modality", "static_emde", "mhsa", "mean"} <= set(names)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for name in names:
+            spec = OmegaConf.to_container(compose(config_name=name))
+            spec = spec.get("model", {}).get("global_pooling", spec)  # package header: model.global_pooling
+            assert spec["kind"] in GLOBAL_POOLINGS, name
+            pooling = build_global_pooling(spec, DIM)
+            if spec["kind"] == "temde":
+                assert (pooling.image is pooling.text) == spec["shared"], name
+                assert pooling.image.trainable == spec["trainable"] and pooling.image.assignment == spec["assignment"]

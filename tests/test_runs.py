@@ -185,7 +185,7 @@ def test_no_progress_bar_logs_lines_instead(tmp_path, tiny_data_root, caplog):
 def test_help_lists_only_selectable_groups():
     # Hydra's --help lists every sub-directory of configs/ as a config group: only selectable groups live there.
     groups = {d.name for d in (REPO / "configs").iterdir() if d.is_dir()}
-    assert groups == {"callbacks", "data", "experiment", "hparams_search", "logger", "model", "temde", "trainer"}
+    assert groups == {"callbacks", "data", "experiment", "hparams_search", "logger", "model", "global", "trainer"}
     assert (REPO / "sweeps" / "temde_bayes.yaml").is_file() and (REPO / "tables" / "f30k.yaml").is_file()
 
 

@@ -153,8 +153,8 @@ def test_saf_bn_batched_statistics() -> None:
 
 def test_sgraf_temde_integration() -> None:
     torch.manual_seed(0)
-    temde = {"depth": 4, "hyperplanes": 3, "shared": True}
-    model = SGRAF(global_encoder="temde", temde=temde, **DIMS)
+    spec = {"kind": "temde", "depth": 4, "hyperplanes": 3, "shared": True}
+    model = SGRAF(global_pooling=spec, **DIMS)
     assert model.sim_enc.sim_tranglo_w.in_features == 4 * 2**3  # W_glo: N*W -> sim_dim
     assert not hasattr(model.sim_enc, "SAF_module")
     images, tokens, lengths = _inputs(n_img=6, n_cap=6)
@@ -199,14 +199,14 @@ def test_training_step_reduces_loss(module_name: str) -> None:
 def test_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="module_name"):
         SGRAF(module_name="AVE", **DIMS)
-    with pytest.raises(ValueError, match="global_encoder"):
-        SGRAF(global_encoder="gcn", **DIMS)
+    with pytest.raises(ValueError, match="global pooling kind"):
+        SGRAF(global_pooling={"kind": "gcn"}, **DIMS)
 
 
 @pytest.mark.parametrize("kind", ["mean", "mhsa"])
 def test_pooling_global_encoders(kind: str) -> None:
     torch.manual_seed(0)
-    model = SGRAF(global_encoder=kind, **DIMS).eval()
+    model = SGRAF(global_pooling={"kind": kind}, **DIMS).eval()
     images, tokens, lengths = _inputs(n_img=3, n_cap=4)
     sims = split_similarity(model, images, tokens, lengths)
     assert sims.shape == (3, 4) and torch.isfinite(sims).all()

@@ -26,7 +26,7 @@ def test_sketch_entropies_of_an_sgr_temde_model(tiny_data_root):
     model = build_model({
         "_target_": "temde.models.sgraf.SGRAF", "vocab_size": len(vocab), "img_dim": TINY_SPEC.feature_dim,
         "embed_size": 32, "word_dim": 16, "sim_dim": 8, "num_region": TINY_SPEC.n_regions,
-        "global_encoder": "temde", "temde": {"depth": 2, "hyperplanes": 3},
+        "global_pooling": {"kind": "temde", "depth": 2, "hyperplanes": 3},
     }).eval()
     dataset = PrecompDataset(tiny_data_root, "synthetic_precomp", "test", vocab)
     out = sketch_entropy.sketch_entropies(model, dataset)

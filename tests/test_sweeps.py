@@ -62,7 +62,7 @@ def test_wandb_sweep_command_and_parameters_are_valid_hydra_overrides(path):
                 continue
             assert str(OmegaConf.select(cfg, key)) == str(yaml.safe_load(value) if value != "none" else "none")
     cfg = _compose(fixed)
-    assert OmegaConf.select(cfg, "temde") is not None
+    assert OmegaConf.select(cfg, "model.global_pooling.kind") == "temde"
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
@@ -109,4 +109,4 @@ def test_two_trial_optuna_sweep_runs_offline_on_synthetic_data(tmp_path):
     # Optuna's objective is each trial's best validation score (what wandb sweeps read as val/best)
     val_best = [json.loads((runs / t / "metrics.json").read_text())["_meta"]["val_best"] for t in ("0", "1")]
     assert result["best_value"] == pytest.approx(max(val_best))
-    assert Path(runs / "0" / ".hydra" / "overrides.yaml").read_text().count("temde.depth") == 1
+    assert Path(runs / "0" / ".hydra" / "overrides.yaml").read_text().count("model.global_pooling.depth") == 1

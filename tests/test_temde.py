@@ -1,4 +1,4 @@
-"""Properties of the T-EMDE sketch (temde.md "Tests the module must pass"), each checked against an
+"""Properties of the T-EMDE sketch (docs/temde.md, "Tests"), each checked against an
 independent brute-force computation written here from the spec (explicit loops over buckets and bits)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from temde.modules.temde import TEMDE, build_sketchers, code_matrix
+from temde.modules.temde import TEMDE, code_matrix
 
 DIM, DEPTH, BITS = 12, 3, 4  # small on purpose: the brute force loops over every bucket and bit
 
@@ -309,36 +309,6 @@ def test_bad_constructor_arguments():
                {"hyperplanes": 0}):
         with pytest.raises(ValueError):
             TEMDE(DIM, **kw)
-
-
-def test_build_sketchers_shared_and_per_modality():
-    config = {"depth": 2, "hyperplanes": 3, "shared": True}
-    img, txt = build_sketchers(DIM, config)
-    assert img is txt and img.sketch_dim == 2 * 8
-    assert config == {"depth": 2, "hyperplanes": 3, "shared": True}  # caller's dict untouched
-    img, txt = build_sketchers(DIM, {"depth": 2, "hyperplanes": 3, "shared": False})
-    assert img is not txt and not torch.equal(img.hyperplanes, txt.hyperplanes)
-    img, txt = build_sketchers(DIM)
-    assert img is txt and img.depth == 8 and img.width == 128
-    with pytest.raises(TypeError, match="bad T-EMDE config"):
-        build_sketchers(DIM, {"depht": 2})
-
-
-def test_every_hydra_config_builds():
-    from pathlib import Path
-
-    hydra = pytest.importorskip("hydra")
-    from omegaconf import OmegaConf
-
-    config_dir = Path(__file__).resolve().parents[1] / "configs" / "temde"
-    names = sorted(p.stem for p in config_dir.glob("*.yaml"))
-    assert {"default", "static", "softmax", "per_modality"} <= set(names)
-    with hydra.initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        for name in names:
-            cfg = OmegaConf.to_container(hydra.compose(config_name=name))
-            img, txt = build_sketchers(DIM, cfg)
-            assert (img is txt) == cfg["shared"]
-            assert img.trainable == cfg["trainable"] and img.assignment == cfg["assignment"]
 
 
 def test_loading_an_uninitialized_state_re_arms_the_data_init():

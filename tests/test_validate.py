@@ -37,7 +37,7 @@ def _datamodule(root: Path, **kw) -> SimpleNamespace:
 
 def _model(vocab_size: int, **kw) -> dict:
     return {"_target_": "temde.models.sgraf.SGRAF", "vocab_size": vocab_size, "img_dim": TINY_SPEC.feature_dim,
-            "num_region": TINY_SPEC.n_regions, "global_encoder": "sa", **kw}
+            "num_region": TINY_SPEC.n_regions, "global_pooling": {"kind": "sa"}, **kw}
 
 
 def test_good_tree_passes_every_split(tree: Path) -> None:
@@ -112,7 +112,7 @@ def test_widths_regions_and_vocabulary_against_the_model(tree: Path) -> None:
         validate_run_inputs(dm, _model(len(dm.vocab), img_dim=2048))
     with pytest.raises(InputError, match=f"model.num_region: is 36 but .* has {TINY_SPEC.n_regions} regions"):
         validate_run_inputs(dm, _model(len(dm.vocab), num_region=36))
-    validate_run_inputs(dm, _model(len(dm.vocab), num_region=36, global_encoder="temde"))  # no SA: any R
+    validate_run_inputs(dm, _model(len(dm.vocab), num_region=36, global_pooling={"kind": "temde"}))  # no SA: any R
     with pytest.raises(InputError, match=f"vocabulary ids reach {len(dm.vocab) - 1} but the model has 10 embedding"):
         validate_run_inputs(dm, _model(10))
     with pytest.raises(InputError, match="negative id"):

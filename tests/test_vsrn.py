@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = {"vocab_size": 40, "img_dim": 12, "embed_size": 16, "word_dim": 8, "dim_hidden": 10, "dim_word": 6}
-TEMDE_SMALL = {"depth": 2, "hyperplanes": 3}
+TEMDE_SMALL = {"kind": "temde", "depth": 2, "hyperplanes": 3}
 
 
 def make_batch(batch: int = 6, regions: int = 5, img_dim: int = 12, vocab: int = 40, seed: int = 0):
@@ -41,7 +41,7 @@ def make_batch(batch: int = 6, regions: int = 5, img_dim: int = 12, vocab: int =
 def test_protocol_and_official_parameter_count():
     model = VSRN(**SMALL)
     assert isinstance(model, RetrievalModel)
-    # Official Adam list: 85 entries, 69 unique tensors (vsrn.md 3.3) on the F30K path.
+    # Official Adam list: 85 entries, 69 unique tensors (docs/vsrn.md, "Optimizer quirk") on the F30K path.
     assert len(list(model.parameters())) == 69
     assert len(VSRN(**SMALL, duplicate_caption_parameters=True).optimizer_parameters()) == 85
 
@@ -55,7 +55,7 @@ def test_rsgcn_block_starts_as_identity():
 @pytest.mark.parametrize("variant", ["f30k", "coco"])
 def test_padded_regions_do_not_matter(variant):
     torch.manual_seed(0)
-    model = VSRN(**SMALL, variant=variant, global_encoder="temde", temde=TEMDE_SMALL)
+    model = VSRN(**SMALL, variant=variant, sketch="additive", global_pooling=TEMDE_SMALL)
     batch = make_batch(regions=5)
     padded = torch.cat([batch["images"], 50 * torch.randn(6, 3, 12)], dim=1)
     mask = torch.cat([torch.ones(6, 5, dtype=torch.bool), torch.zeros(6, 3, dtype=torch.bool)], dim=1)
@@ -85,7 +85,7 @@ def test_text_encoder_last_valid_state_any_order():
 
 
 def test_caption_targets_worked_example():
-    # vsrn.md 1.3 worked example (F30K ids of "a man is riding a bike ."), batched with a longer caption.
+    # docs/vsrn.md "Caption targets" worked example (F30K ids of "a man is riding a bike ."), batched with a longer caption.
     short = [1, 3256, 4845, 4546, 1891, 3256, 2120, 348, 2]
     long = [1, *range(10, 20), 2]
     tokens = torch.zeros(2, 12, dtype=torch.long)
@@ -107,7 +107,7 @@ def test_caption_targets_truncation_at_max_len():
 
 
 def test_decoder_matches_spec_reference():
-    """Teacher forcing per vsrn.md 2.4, written out step by step (eval mode: dropout off)."""
+    """Teacher forcing per docs/vsrn.md "Caption branch", written out step by step (eval mode: dropout off)."""
     torch.manual_seed(0)
     gen = CaptionGenerator(vocab_size=20, dim_vid=12, dim_hidden=8, dim_word=5).eval()
     regions = torch.randn(3, 7, 12)
@@ -181,7 +181,7 @@ def test_official_duplicate_parameter_quirk_changes_the_update():
 
 def test_temde_additive_similarity_and_indexable_sketches():
     torch.manual_seed(0)
-    model = VSRN(**SMALL, global_encoder="temde", temde_mode="additive", temde=TEMDE_SMALL,
+    model = VSRN(**SMALL, sketch="additive", global_pooling=TEMDE_SMALL,
                  learn_temde_weight=True, temde_weight=0.5)
     batch = make_batch(batch=8)
     model.train()
@@ -207,7 +207,7 @@ def test_temde_additive_similarity_and_indexable_sketches():
 
 def test_temde_replace_has_no_gcn_and_trains():
     torch.manual_seed(0)
-    model = VSRN(**SMALL, global_encoder="temde", temde_mode="replace", temde=TEMDE_SMALL)
+    model = VSRN(**SMALL, sketch="replace", global_pooling=TEMDE_SMALL)
     names = [k for k, _ in model.named_parameters()]
     assert not any("blocks" in k for k in names) and any("reasoning.sketcher" in k for k in names)
     batch = make_batch()
@@ -266,8 +266,14 @@ def test_similarity_matrix_and_latency_cases():
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="variant"):
         VSRN(**SMALL, variant="flickr")
-    with pytest.raises(ValueError, match="global_encoder"):
-        VSRN(**SMALL, global_encoder="sa")
+    with pytest.raises(ValueError, match="sketch"):
+        VSRN(**SMALL, sketch="sa")
+    with pytest.raises(ValueError, match="T-EMDE spec"):  # sketcher options without a sketch switch, and back
+        VSRN(**SMALL, global_pooling=TEMDE_SMALL)
+    with pytest.raises(ValueError, match="T-EMDE spec"):
+        VSRN(**SMALL, sketch="additive")
+    with pytest.raises(ValueError, match="sketch needs a T-EMDE kind"):
+        VSRN(**SMALL, sketch="additive", global_pooling={"kind": "mean"})
 
 
 @pytest.mark.parametrize("experiment", ["f30k_vsrn", "f30k_vsrn_temde", "coco_vsrn", "coco_vsrn_temde",
@@ -285,7 +291,8 @@ def test_experiment_configs_compose(experiment):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=False)
     assert hydra is not None and cfg.model._target_ == "temde.models.vsrn.VSRN"
     assert cfg.model_selection == "r1r5" and cfg.data.batch_size == 128
-    assert cfg.model.global_encoder == ("temde" if experiment.endswith("temde") else "gcn")
+    assert cfg.model.sketch == ("additive" if experiment.endswith("temde") else "none")
+    assert ("global_pooling" in cfg.model) == experiment.endswith("temde")  # stored only when used
     if not experiment.startswith("synthetic"):
         coco = experiment.startswith("coco")
         assert cfg.model.variant == ("coco" if coco else "f30k")

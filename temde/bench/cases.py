@@ -223,10 +223,11 @@ def vsrn_latency_cases(
     """
     images = torch.randn(batch, regions, img_dim, device=device)
     common = {"vocab_size": 8, "img_dim": img_dim, "embed_size": embed_size, "caption_branch": False}
+    spec = {"kind": "temde", **dict(temde or {})}  # a configs/global T-EMDE spec
     configs = {
-        "vsrn_gcn": {"global_encoder": "gcn"},
-        "vsrn_temde_replace": {"global_encoder": "temde", "temde_mode": "replace", "temde": temde},
-        "vsrn_temde_additive": {"global_encoder": "temde", "temde_mode": "additive", "temde": temde},
+        "vsrn_gcn": {},
+        "vsrn_temde_replace": {"sketch": "replace", "global_pooling": spec},
+        "vsrn_temde_additive": {"sketch": "additive", "global_pooling": spec},
     }
     return {
         name: (ImageEncoding(VSRN(**common, **cfg)).to(device).eval(), (images,)) for name, cfg in configs.items()

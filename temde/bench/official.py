@@ -95,8 +95,8 @@ def forward_sim(model: SGRAF, regions: Tensor, words: Tensor, lengths: list[int]
 def official_scores(model: SGRAF, img: Repr, txt: Repr, device: torch.device | str = "cpu",
                     shard: int = OFFICIAL_SHARD) -> Tensor:
     """Official ``shard_attn_scores``: 100 x 100 shards, each through :func:`forward_sim`. Needs SA global
-    vectors (``global_encoder="sa"``, the official model) and all regions valid (36 per image)."""
-    if model.global_encoder != "sa":
+    vectors (``global=sa``, the official model) and all regions valid (36 per image)."""
+    if model.global_kind != "sa":
         raise ValueError("the official per-caption baseline is defined for SGRAF's own SA global encoder")
     regions, words = img["regions"].to(device), txt["words"].to(device)
     lengths = txt["words_mask"].sum(1).tolist()

@@ -33,7 +33,7 @@ def sketch_entropies(model: torch.nn.Module, dataset: PrecompDataset) -> dict[st
     """Entropy of the L1 histograms that the model's (first) TEMDE module builds for images and captions."""
     sketchers = [m for m in model.modules() if isinstance(m, TEMDE)]
     if not sketchers:
-        raise SystemExit("this checkpoint has no T-EMDE module (global_encoder is not temde)")
+        raise SystemExit("this checkpoint has no T-EMDE module (its global pooling is not a T-EMDE kind)")
     model.eval()
     img = encode_images(model, dataset.image_features())
     tokens, lengths = dataset.caption_tokens()

@@ -1,7 +1,7 @@
 """Official SGRAF checkpoints (``model_best.pth.tar``, python3.6 branch) -> :class:`temde.models.sgraf.SGRAF`.
 
 The official file is a ``torch.save``-d dict ``{'epoch', 'model': [img_enc_sd, txt_enc_sd, sim_enc_sd],
-'best_rsum', 'opt': argparse.Namespace, 'Eiters'}`` (sgraf.md section 5). It is read with
+'best_rsum', 'opt': argparse.Namespace, 'Eiters'}`` (docs/sgraf.md, "Official checkpoint format"). It is read with
 ``torch.load(weights_only=True)`` and only ``argparse.Namespace`` (plus NumPy scalar types, which numeric
 options may carry) allow-listed via ``torch.serialization.safe_globals``: nothing else is unpickled. Our
 model uses the official submodule names under the prefixes ``img_enc.`` / ``txt_enc.`` / ``sim_enc.``, so the
@@ -90,7 +90,7 @@ def model_config_from_opt(opt: argparse.Namespace, path: str | Path = "<checkpoi
     for key in OPTION_KEYS:
         value = getattr(opt, key)
         config[key] = value.item() if isinstance(value, np.generic) else value
-    config.update(global_encoder="sa")
+    config.update(global_pooling={"kind": "sa"})
     return config
 
 

@@ -1,6 +1,6 @@
 """Official VSRN checkpoints (``model_best.pth.tar``, ``model_{coco,fliker}_{1,2}.pth.tar``) -> :class:`VSRN`.
 
-File layout (vsrn.md section 5): ``{'epoch', 'model': [image_encoder_state, text_encoder_state], 'best_rsum',
+File layout (docs/vsrn.md, "Official checkpoint format"): ``{'epoch', 'model': [image_encoder_state, text_encoder_state], 'best_rsum',
 'opt': argparse.Namespace, 'Eiters'}``, written by Python 2 / torch 0.4.1 (legacy serialization, CUDA tensors).
 The caption branch is not saved, so the converted model has none (``caption_branch=False``).
 
@@ -28,7 +28,7 @@ from temde.errors import InputError
 from temde.models.vsrn import VSRN
 
 TARGET = "temde.models.vsrn.VSRN"
-# opt.data_name of the Flickr30K path (official code: `data_name == 'f30k_precomp'` selects it, vsrn.md 2.2).
+# opt.data_name of the Flickr30K path (official code: `data_name == 'f30k_precomp'` selects it, docs/vsrn.md, "Two official paths").
 F30K_DATA_NAME = "f30k_precomp"
 _GCN_KEY = re.compile(r"^Rs_GCN_(\d+)\.(g|theta|phi|W\.0|W\.1)\.(.+)$")
 _GCN_PARTS = {"g": "g", "theta": "theta", "phi": "phi", "W.0": "proj", "W.1": "bn"}
@@ -166,7 +166,7 @@ def model_config_from_checkpoint(ckpt: dict[str, Any], path: Path, vocab: Any = 
         "num_layers": int(num_layers),
         "variant": _variant(opt, has_bn, path),
         "num_gcn_blocks": len(blocks),
-        "global_encoder": "gcn",
+        "sketch": "none",
         "caption_branch": False,  # not in released checkpoints
     }
     # Caption-branch options: recorded so a converted model can be fine-tuned with the branch switched on.

@@ -1,7 +1,7 @@
 """Build SCAN-format caption files from the official COCO annotations and a Karpathy split file.
 
 SCAN ``<split>_caps.txt`` holds 5 consecutive captions per image, in image order (caption ``5k + i`` describes
-image ``k``; sgraf.md §1.1). The split file (Karpathy's ``dataset_coco.json``) decides which images form a split
+image ``k``; docs/sgraf.md, "Data layout"). The split file (Karpathy's ``dataset_coco.json``) decides which images form a split
 and their order; the captions come from the official COCO caption JSON read with pycocotools (or, without it,
 from the split file's own ``sentences``). Alongside we write ``<split>_ids.txt`` (one image id per line, aligned
 with the feature rows) and ``<split>_images.txt`` (``filepath/filename`` per line, the input list of
@@ -22,8 +22,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from temde.data.layout import CAPTIONS_PER_IMAGE
 
-CAPTIONS_PER_IMAGE = 5  # SCAN layout: captions 5k..5k+4 describe image k (sgraf.md §1.1)
 KARPATHY_SPLITS = ("train", "restval", "val", "test")  # split values in Karpathy's dataset_coco.json
 SCAN_NAMES = {"train": "train", "restval": "restval", "val": "dev", "test": "testall"}  # SCAN file prefixes
 

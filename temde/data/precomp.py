@@ -15,9 +15,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from temde.data.vocab import Vocabulary
+from temde.data.layout import CAPTIONS_PER_IMAGE
 from temde.errors import InputError
 
-CAPTIONS_PER_IMAGE = 5  # SCAN / Flickr30K / COCO convention: captions 5k..5k+4 describe image k
 DATA_HELP = "see data/README.md for where to download the SCAN features and how the tree must look"
 
 

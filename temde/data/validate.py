@@ -126,7 +126,7 @@ def check_widths(infos: Iterable[SplitInfo], model_config: Mapping[str, Any] | N
         raise InputError("model.img_dim", f"is {img_dim} but {first.images_path} holds {first.feature_dim}-d region "
                                           f"features; expected model.img_dim={first.feature_dim}")
     num_region = config.get("num_region")
-    uses_sa = config.get("global_encoder", "sa") == "sa"
+    uses_sa = (config.get("global_pooling") or {"kind": "sa"}).get("kind") == "sa"  # VisualSA's BN over the slots
     if isinstance(num_region, int) and uses_sa:
         for info in infos:
             if info.n_regions != num_region:

@@ -1,7 +1,7 @@
 """Read the official VSRN vocabulary pickles (``vocab/<data_name>_vocab.pkl``) without running pickled code.
 
 The files are Python-2 pickles (protocol 2) of ``__main__.Vocabulary`` with attributes ``word2idx``,
-``idx2word`` and ``idx``. A plain ``pickle.load`` would import whatever the stream names;
+``idx2word`` and ``idx`` (docs/vsrn.md, "Vocabulary pickle"). A plain ``pickle.load`` would import whatever the stream names;
 here :class:`RestrictedUnpickler` resolves exactly one global, ``Vocabulary`` (mapped to an inert stand-in
 that only receives the attribute dict), plus a few plain builtin container types. Any other global, e.g.
 ``os.system`` or ``builtins.eval``, is refused before anything runs.

@@ -1,6 +1,6 @@
 """SGRAF (Diao et al., AAAI 2021) as a :class:`~temde.models.base.RetrievalModel`, optionally with T-EMDE.
 
-Layer by layer it follows the official implementation (``docs``: ``/work/shared/reference/sgraf.md`` section 2):
+Layer by layer it follows the official implementation (docs/sgraf.md, "Architecture"):
 regions -> ``Linear`` -> l2norm; words -> embedding -> dropout -> bi-GRU (directions averaged) -> l2norm; a
 global vector per modality; per (image, caption) pair SCAN text-to-image attention (lambda 9), local similarity
 vectors ``l2norm(W_loc (ctx - word)^2)`` and a global one ``l2norm(W_glo (g_img - g_txt)^2)``; SGR (3 graph
@@ -9,11 +9,12 @@ steps, node 0 read out) or SAF (BN-sigmoid-l1 attention filtration); score ``sig
 Submodule names equal the official ones under three prefixes (``img_enc.``, ``txt_enc.``, ``sim_enc.``), so an
 official checkpoint's three state dicts load by prefixing their keys (``temde.convert.sgraf``).
 
-**Global encoder** (``global_encoder``): ``"sa"`` is SGRAF's VisualSA/TextSA; ``"temde"`` replaces both by
-T-EMDE sketches of the regions and of the words (flattened ``depth * 2**hyperplanes``), and ``sim_tranglo_w``
-then maps ``N*W -> sim_dim`` (temde.md "Integration"); ``"mhsa"`` / ``"mean"`` are the pooling baselines of
-``temde.modules.pooling`` (their outputs are l2-normalised like SA's). Global vectors depend on one modality
-only, so they can be precomputed and indexed (:mod:`temde.two_stage`).
+**Global pooling** (``global_pooling``, the ``configs/global`` group, built by
+:func:`temde.modules.pooling.build_global_pooling`): ``{"kind": "sa"}`` (default) is SGRAF's VisualSA/TextSA;
+``"temde"`` replaces both by T-EMDE sketches of the regions and of the words (flattened ``depth * 2**hyperplanes``),
+and ``sim_tranglo_w`` then maps ``N*W -> sim_dim`` (docs/temde.md "Integration"); ``"mhsa"`` / ``"mean"`` are the
+pooling baselines (their outputs are l2-normalised like SA's). Global vectors depend on one modality only, so they
+can be precomputed and indexed (:mod:`temde.two_stage`).
 
 **Text encoder** (``text_encoder``): ``"bigru"`` is the official one; ``"transformer"`` (beyond the paper) is a
 pretrained Hugging Face model (``model_name_or_path``, local files only) + projection, its token states used as
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from temde.losses import ContrastiveLoss
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_all_pairs, t2i_attention_pairs
 from temde.modules.filtration import AttentionFiltration
 from temde.modules.graph import SimilarityGraph
@@ -48,12 +50,12 @@ from temde.modules.hf_text import (
     param_groups,
 )
 from temde.modules.init import xavier_linears_
-from temde.modules.norms import NORM_EPS, l2norm, l2norm_
-from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
+from temde.modules.norms import NORM_EPS, l2norm, l2norm_, lengths_to_mask
+from temde.modules.pooling import GlobalPooling, build_global_pooling
+from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, VisualSA
 from temde.modules.text import GRUTextEncoder
 from temde.repr import Repr, index_repr, slice_repr
 
-GLOBAL_ENCODERS = ("sa", "temde", "mhsa", "mean")
 MODULES = ("SGR", "SAF")
 MAX_CHUNK = 2**15  # images x captions x words per eval chunk: ~128 MiB per float32 (.., D=1024) tensor
 GPU_CHUNK = 2**16  # on a GPU large chunks keep the kernels busy; bounded for memory (~256 MiB per D=1024 tensor)
@@ -102,17 +104,6 @@ class ImageEncoder(nn.Module):
         return l2norm(self.fc(images), dim=-1)
 
 
-class _L2Pooling(nn.Module):
-    """Wraps a ``(x, mask) -> (B, D)`` pooling baseline and l2-normalises its output (as SA's output is)."""
-
-    def __init__(self, pool: nn.Module) -> None:
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return l2norm(self.pool(x, mask), dim=-1)
-
-
 class SimilarityEncoder(nn.Module):
     """Everything after the two feature encoders (official ``EncoderSimilarity``): global encoders, the
     local/global similarity projections, SGR or SAF, and the score head."""
@@ -123,30 +114,13 @@ class SimilarityEncoder(nn.Module):
         sim_dim: int,
         module_name: str,
         sgr_step: int,
-        num_region: int,
-        dropout: float,
-        global_encoder: str,
-        temde: Mapping[str, Any] | None,
-        global_encoder_kwargs: Mapping[str, Any] | None,
+        global_pooling: GlobalPooling,
         saf_bn_stats: str,
     ) -> None:
         super().__init__()
-        if global_encoder == "sa":
-            self.v_global_w: nn.Module = VisualSA(embed_size, num_region, dropout)
-            self.t_global_w: nn.Module = TextSA(embed_size, dropout)
-            global_dim = embed_size
-        elif global_encoder == "temde":
-            from temde.modules.temde import build_sketchers
-
-            self.v_global_w, self.t_global_w = build_sketchers(embed_size, dict(temde or {}))
-            global_dim = self.v_global_w.sketch_dim
-        else:
-            from temde.modules.pooling import build_global_encoder
-
-            kwargs = dict(global_encoder_kwargs or {})
-            self.v_global_w = _L2Pooling(build_global_encoder(global_encoder, embed_size, **kwargs))
-            self.t_global_w = _L2Pooling(build_global_encoder(global_encoder, embed_size, **kwargs))
-            global_dim = embed_size
+        self.v_global_w = global_pooling.image  # official names (VisualSA / TextSA) = checkpoint keys
+        self.t_global_w = global_pooling.text
+        global_dim = global_pooling.dim
         self.sim_tranloc_w = nn.Linear(embed_size, sim_dim)
         self.sim_tranglo_w = nn.Linear(global_dim, sim_dim)  # T-EMDE: W_glo maps N*W -> sim_dim
         self.sim_eval_w = nn.Linear(sim_dim, 1)
@@ -223,9 +197,7 @@ class SGRAF(nn.Module):
         num_region: int = NUM_REGIONS,
         dropout: float = SA_DROPOUT,
         attn_lambda: float = ATTN_LAMBDA,
-        global_encoder: Literal["sa", "temde", "mhsa", "mean"] = "sa",
-        temde: Mapping[str, Any] | None = None,
-        global_encoder_kwargs: Mapping[str, Any] | None = None,
+        global_pooling: Mapping[str, Any] | None = None,
         saf_bn_stats: Literal["per_caption", "batched"] = "per_caption",
         chunk_size: int | None = None,
         global_loss_weight: float = 0.0,
@@ -237,14 +209,11 @@ class SGRAF(nn.Module):
         super().__init__()
         if module_name not in MODULES:
             raise ValueError(f"SGRAF: module_name must be one of {MODULES}, got {module_name!r}")
-        if global_encoder not in GLOBAL_ENCODERS:
-            raise ValueError(f"SGRAF: global_encoder must be one of {GLOBAL_ENCODERS}, got {global_encoder!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"SGRAF: chunk_size must be >= 1, got {chunk_size}")
         self.vocab_size = vocab_size
         self.embed_size = embed_size
         self.module_name = module_name
-        self.global_encoder = global_encoder
         self.attn_lambda = attn_lambda
         self.chunk_size = chunk_size
         self.global_loss_weight = global_loss_weight
@@ -256,10 +225,9 @@ class SGRAF(nn.Module):
             self.txt_enc: nn.Module = TransformerTextEncoder(str(model_name_or_path), embed_size)
         else:
             self.txt_enc = GRUTextEncoder(vocab_size, word_dim, embed_size, num_layers, bi_gru, dropout)
-        self.sim_enc = SimilarityEncoder(
-            embed_size, sim_dim, module_name, sgr_step, num_region, dropout, global_encoder, temde,
-            global_encoder_kwargs, saf_bn_stats,
-        )
+        pooling = build_global_pooling(global_pooling, embed_size, num_region=num_region, dropout=dropout)
+        self.global_kind = pooling.kind
+        self.sim_enc = SimilarityEncoder(embed_size, sim_dim, module_name, sgr_step, pooling, saf_bn_stats)
 
     # ---- encoders (one modality each) -------------------------------------------------------------------------
     def encode_images(self, images: Tensor, regions_mask: Tensor | None = None) -> Repr:
@@ -276,12 +244,12 @@ class SGRAF(nn.Module):
     def encode_texts(self, tokens: Tensor, lengths: Tensor) -> Repr:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=tokens.device)
         words = self.txt_enc(tokens, lengths)
-        words_mask = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]
+        words_mask = lengths_to_mask(lengths, words.shape[1])
         return {"words": words, "words_mask": words_mask, "global": self._global(self.sim_enc.t_global_w,
                                                                                  words, words_mask)}
 
     def _global(self, encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
-        if self.global_encoder == "sa" and isinstance(encoder, VisualSA) and bool(mask.all()):
+        if self.global_kind == "sa" and isinstance(encoder, VisualSA) and bool(mask.all()):
             return encoder(x, None)  # the official computation, without masking arithmetic
         return encoder(x, mask).flatten(1)  # sketches (B, depth, W) -> (B, depth*W)
 
@@ -289,8 +257,6 @@ class SGRAF(nn.Module):
         """Optional global-vector contrastive loss (``global_loss_weight``); nothing by default (official)."""
         if self.global_loss_weight <= 0:
             return {}
-        from temde.losses import ContrastiveLoss
-
         scores = img["global"] @ txt["global"].t()
         loss = ContrastiveLoss(max_violation=self.global_loss_max_violation)(scores)
         return {"global_contrastive": self.global_loss_weight * loss}

@@ -3,44 +3,49 @@
 Image side (official ``EncoderImagePrecompAttn``): fc -> [coco: L2 norm over the *region* axis] -> 4 Rs_GCN blocks
 -> L2 norm over the region axis (= V*, also the caption branch input) -> GRU over the regions, last hidden state
 -> [f30k: BatchNorm1d] -> L2 norm. Text side: embedding -> GRU -> last valid state -> L2 norm. Score: cosine.
-The two official paths (vsrn.md section 2.2) are the explicit ``variant`` switch ("f30k" / "coco"); nothing
+The two official paths (docs/vsrn.md, "Two official paths") are the explicit ``variant`` switch ("f30k" / "coco"); nothing
 looks at a dataset name.
 
 Training adds the caption-generation loss (:mod:`temde.modules.decoder`) through ``auxiliary_losses``, 1:1
 with the contrastive loss as in the official ``train_emb``.
 
-T-EMDE (``global_encoder="temde"``; our reconstruction, see temde.md "Integration"):
-- ``temde_mode="additive"`` (default): sketches of the GCN-enhanced regions and of the word GRU states;
-  similarity = cos(v, t) + lambda * cos(S_img, S_txt). Each sketch depends on its own modality only, so both are
+T-EMDE (``sketch``, our reconstruction, see docs/temde.md "Integration"; the sketcher options are the
+``global_pooling`` spec of the ``configs/global`` group, a T-EMDE kind):
+- ``sketch="none"`` (default): the official model; no sketcher is built and ``global_pooling`` must be absent.
+- ``sketch="additive"``: sketches of the GCN-enhanced regions and of the word GRU states are added to the
+  similarity: cos(v, t) + lambda * cos(S_img, S_txt). Each sketch depends on its own modality only, so both are
   part of the per-item representation and galleries can be precomputed and indexed.
-- ``temde_mode="replace"``: the 4 Rs_GCN blocks are replaced by one T-EMDE sketch of the image's regions,
+- ``sketch="replace"``: the 4 Rs_GCN blocks are replaced by one T-EMDE sketch of the image's regions,
   projected to D and added to every region as global context (the latency variant).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from temde.errors import InputError
 from temde.modules.decoder import MAX_LEN, CaptionGenerator
 from temde.modules.gcn import RegionGCN
 from temde.modules.hf_text import (
     PRETRAINED_LR_SCALE,
     TransformerTextEncoder,
     check_text_encoder,
-    masked_mean,
     param_groups,
 )
-from temde.modules.vsrn_text import VSRNTextEncoder, l2norm, lengths_to_mask
+from temde.modules.norms import l2norm_clamped as l2norm
+from temde.modules.norms import lengths_to_mask, masked_mean
+from temde.modules.pooling import build_global_pooling
+from temde.modules.vsrn_text import VSRNTextEncoder
 from temde.repr import Repr
 
 VARIANTS = ("f30k", "coco")
-GLOBAL_ENCODERS = ("gcn", "temde")
-TEMDE_MODES = ("additive", "replace")
+SKETCH_MODES = ("none", "additive", "replace")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -60,12 +65,13 @@ def sketch_vector(sketcher: nn.Module, tokens: Tensor, mask: Tensor | None) -> T
     return l2norm(sketch.flatten(1), dim=-1)
 
 
-def _build_sketchers(dim: int, config: dict[str, Any] | None) -> tuple[nn.Module, nn.Module, int]:
-    """(image sketcher, text sketcher, flat sketch size) from the ``temde`` config (TEMDE kwargs + shared)."""
-    from temde.modules.temde import build_sketchers
-
-    image_sketcher, text_sketcher = build_sketchers(dim, dict(config or {}))
-    return image_sketcher, text_sketcher, int(image_sketcher.sketch_dim)
+def _build_sketchers(dim: int, spec: Mapping[str, Any] | None) -> tuple[nn.Module, nn.Module, int]:
+    """(image sketcher, text sketcher, flat sketch size) from a ``configs/global`` T-EMDE spec."""
+    pooling = build_global_pooling(spec, dim)
+    if not pooling.is_sketch:
+        raise InputError("model.global_pooling", f"VSRN's sketch needs a T-EMDE kind (global=temde...), got "
+                         f"{pooling.kind!r}")
+    return pooling.image, pooling.text, pooling.dim
 
 
 class SketchContext(nn.Module):
@@ -151,9 +157,8 @@ class VSRN(nn.Module):
         num_layers: int = 1,  # official --num_layers (text GRU)
         variant: str = "f30k",  # "f30k": no fc norm + final BN; "coco": region-axis fc norm, no BN
         num_gcn_blocks: int = 4,  # official Rs_GCN_1..4
-        global_encoder: str = "gcn",  # "gcn" (official) | "temde"
-        temde_mode: str = "additive",  # with global_encoder="temde": "additive" | "replace"
-        temde: dict[str, Any] | None = None,  # TEMDE kwargs + shared (configs/temde)
+        sketch: str = "none",  # "none" (official) | "additive" (+ sketch similarity) | "replace" (sketch for GCN)
+        global_pooling: Mapping[str, Any] | None = None,  # T-EMDE spec (configs/global), iff sketch != "none"
         temde_weight: float = 1.0,  # lambda of the additive sketch similarity
         learn_temde_weight: bool = False,
         caption_branch: bool = True,  # official joint training; converted checkpoints have no caption branch
@@ -167,23 +172,24 @@ class VSRN(nn.Module):
         model_name_or_path: str | None = None,  # with text_encoder="transformer": local dir / cached HF name
         pretrained_lr_scale: float = PRETRAINED_LR_SCALE,  # lr multiplier of the pretrained text weights
     ) -> None:
-        """``duplicate_caption_parameters`` reproduces the official optimizer quirk (vsrn.md 3.3): the caption
+        """``duplicate_caption_parameters`` reproduces the official optimizer quirk (docs/vsrn.md, "Optimizer quirk"): the caption
         branch parameters appear twice in the list given to Adam and to gradient clipping, so they count twice
         in the clipping norm and get two Adam updates per step (use ``Adam(foreach=False)`` to match torch 0.4).
         """
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
-        _check_choice("global_encoder", global_encoder, GLOBAL_ENCODERS)
-        _check_choice("temde_mode", temde_mode, TEMDE_MODES)
+        _check_choice("sketch", sketch, SKETCH_MODES)
+        if (sketch == "none") != (global_pooling is None):
+            raise InputError("model.sketch", f"sketch={sketch!r} with global_pooling={global_pooling!r}: a T-EMDE "
+                             "spec (global=temde...) goes with sketch=additive|replace, and only with them")
         self.variant = variant
-        self.global_encoder = global_encoder
-        self.temde_mode = temde_mode
-        self.additive = global_encoder == "temde" and temde_mode == "additive"
+        self.sketch = sketch
+        self.additive = sketch == "additive"
         self.caption_weight = caption_weight
         self.duplicate_caption_parameters = duplicate_caption_parameters
 
-        if global_encoder == "temde" and temde_mode == "replace":
-            image_sketcher, _, sketch_dim = _build_sketchers(embed_size, temde)
+        if sketch == "replace":
+            image_sketcher, _, sketch_dim = _build_sketchers(embed_size, global_pooling)
             reasoning: nn.Module = SketchContext(embed_size, image_sketcher, sketch_dim)
         else:
             reasoning = RegionGCN(embed_size, num_gcn_blocks)
@@ -196,7 +202,7 @@ class VSRN(nn.Module):
             self.txt_enc = VSRNTextEncoder(vocab_size, word_dim, embed_size, num_layers)
 
         if self.additive:
-            self.image_sketcher, self.text_sketcher, _ = _build_sketchers(embed_size, temde)
+            self.image_sketcher, self.text_sketcher, _ = _build_sketchers(embed_size, global_pooling)
             weight = torch.tensor(float(temde_weight))
             if learn_temde_weight:
                 self.temde_weight = nn.Parameter(weight)

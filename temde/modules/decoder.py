@@ -3,7 +3,7 @@
 Mirrors the official ``S2VTAttModel(EncoderRNN, DecoderRNN)`` used only as a training signal: its loss reaches
 the GCN region features (and ``fc``), the released checkpoints do not contain it and evaluation never runs it.
 
-Targets follow the official ``PrecompDataset`` (vsrn.md section 1.3): ``cap = <start> words <end>`` truncated to
+Targets follow the official ``PrecompDataset`` (docs/vsrn.md, "Caption targets"): ``cap = <start> words <end>`` truncated to
 ``max_len`` tokens (last one forced to ``<end>``); the decoder reads ``cap[t]`` and predicts ``cap[t+1]`` for
 ``t < max_len - 1``, and the mask covers one position past ``<end>`` (so one ``<pad>`` is also predicted).
 The loss is summed over tokens and divided by the batch size.

@@ -63,12 +63,6 @@ class TransformerTextEncoder(nn.Module):
         return out
 
 
-def masked_mean(states: Tensor, mask: Tensor) -> Tensor:
-    """Mean of the valid token states (B, L, D) -> (B, D): the sentence vector for single-vector models."""
-    weights = mask.to(states.dtype)[..., None]
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
 def param_groups(model: nn.Module, pretrained: list[nn.Parameter], lr_scale: float,
                  extra: list[nn.Parameter] | None = None) -> list[dict]:
     """Two Adam groups: the pretrained weights at ``lr_scale`` x lr, everything else (plus ``extra``) at lr."""

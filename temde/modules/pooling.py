@@ -1,4 +1,16 @@
-"""Global encoders that T-EMDE can be swapped with: ``(x (B, T, D), mask (B, T) bool) -> (B, D)``.
+"""Global pooling: the one factory that turns the ``global`` config group into a model's two global encoders.
+
+:func:`build_global_pooling` reads a spec ``{"kind": ..., **options}`` (one file of ``configs/global/``, stored in
+a checkpoint's ``model_config`` as ``global_pooling`` only by the models that use it) and returns the image and
+text encoders with the size of their flat output. Kinds (:data:`GLOBAL_POOLINGS`):
+
+* ``sa``: SGRAF's VisualSA / TextSA (the official global vectors); ``num_region`` and ``dropout`` are the model's.
+* ``temde``: T-EMDE sketchers (:class:`temde.modules.temde.TEMDE` kwargs plus ``shared``: one instance for both
+  modalities, i.e. histograms over the same buckets, or one per modality); output ``depth * 2**hyperplanes``.
+* ``mhsa`` / ``mean``: the pooling baselines below, l2-normalised like SA's output.
+
+Single-modality encoders (:func:`build_global_encoder`, :data:`GLOBAL_ENCODERS`), all
+``(x (B, T, D), mask (B, T) bool) -> (B, D)``, for benchmarks that time one side:
 
 * ``sa_visual`` / ``sa_text``: SGRAF's self-attention pooling (``temde.modules.self_attention``), the module
   T-EMDE replaces in SGRAF. Cost ~``T * D^2`` (a D x D Linear on every token; the attention is against one
@@ -9,18 +21,30 @@
 * ``mean``: masked mean pooling, the parameter-free floor.
 
 Every encoder returns l2-normalized vectors, like SGRAF's global vectors. T-EMDE itself returns a sketch
-(B, depth, W), not a D-vector, so models build it with :func:`temde.modules.temde.build_sketchers`.
+(B, depth, W), not a D-vector, so it is built by :func:`build_global_pooling` only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MeanPool", "MultiHeadSelfAttentionPool", "build_global_encoder", "masked_mean", "GLOBAL_ENCODERS"]
+from temde.errors import InputError
+from temde.modules.norms import l2norm, masked_mean
+from temde.modules.self_attention import NUM_REGIONS, SA_DROPOUT, TextSA, VisualSA
+from temde.modules.temde import TEMDE
 
-GLOBAL_ENCODERS = ("sa_visual", "sa_text", "mhsa", "mean")
+__all__ = ["GLOBAL_ENCODERS", "GLOBAL_POOLINGS", "SKETCH_POOLINGS", "GlobalPooling", "L2Pooling", "MeanPool",
+           "MultiHeadSelfAttentionPool", "build_global_encoder", "build_global_pooling"]
+
+GLOBAL_POOLINGS = ("sa", "temde", "mhsa", "mean")  # `kind` of a configs/global spec
+SKETCH_POOLINGS = ("temde",)  # kinds whose output is a sketch (B, depth, W) rather than a D-vector
+GLOBAL_ENCODERS = ("sa_visual", "sa_text", "mhsa", "mean")  # single-modality encoders of build_global_encoder
 
 
 def _check(x: Tensor, mask: Tensor | None, where: str) -> Tensor:
@@ -33,14 +57,6 @@ def _check(x: Tensor, mask: Tensor | None, where: str) -> Tensor:
         raise ValueError(f"{where} (temde/modules/pooling.py): mask must be bool of shape {tuple(x.shape[:2])}, "
                          f"got {mask.dtype} {tuple(mask.shape)}")
     return mask
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of (B, T, D) over valid positions; padding (even NaN/inf) never counts; empty sets give 0."""
-    weights = mask.to(x.dtype)
-    weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
-    x = x.masked_fill(~mask[..., None], 0.0)
-    return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
 
 
 class MeanPool(nn.Module):
@@ -94,24 +110,77 @@ class MultiHeadSelfAttentionPool(nn.Module):
         return F.normalize(out, dim=-1, eps=1e-8) if self.normalize else out
 
 
-def build_global_encoder(kind: str, dim: int, **kw) -> nn.Module:
-    """A global encoder ``(x (B, T, D), mask (B, T) bool) -> (B, D)`` by name.
+def build_global_encoder(kind: str, dim: int, **kw: Any) -> nn.Module:
+    """One modality's global encoder ``(x (B, T, D), mask (B, T) bool) -> (B, D)`` by name (benchmarks).
 
     ``kind``: ``sa_visual`` (SGRAF VisualSA; kw ``num_region``, ``dropout``), ``sa_text`` (SGRAF TextSA; kw
     ``dropout``), ``mhsa`` (:class:`MultiHeadSelfAttentionPool`), ``mean`` (:class:`MeanPool`; ``dim`` unused).
     """
     if kind == "sa_visual":
-        from temde.modules.self_attention import VisualSA
-
         return VisualSA(dim, **kw)
     if kind == "sa_text":
-        from temde.modules.self_attention import TextSA
-
         return TextSA(dim, **kw)
     if kind == "mhsa":
         return MultiHeadSelfAttentionPool(dim, **kw)
     if kind == "mean":
         return MeanPool(**kw)
-    hint = " (T-EMDE returns a sketch: use temde.modules.temde.build_sketchers)" if kind == "temde" else ""
+    hint = " (T-EMDE returns a sketch pair: use build_global_pooling)" if kind == "temde" else ""
     raise ValueError(f"build_global_encoder (temde/modules/pooling.py): unknown kind {kind!r}, expected one of "
                      f"{GLOBAL_ENCODERS}{hint}")
+
+
+class L2Pooling(nn.Module):
+    """Wraps a ``(x, mask) -> (B, D)`` pooling baseline and l2-normalises its output (as SA's output is)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool  # attribute name = checkpoint key prefix (``...v_global_w.pool.*``)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return l2norm(self.pool(x, mask), dim=-1)
+
+
+@dataclass(frozen=True)
+class GlobalPooling:
+    """The two global encoders a spec builds. ``image is text`` for a shared T-EMDE sketcher.
+
+    ``dim``: size of the flat output (``depth * 2**hyperplanes`` for sketches, which the models flatten).
+    """
+
+    kind: str
+    image: nn.Module
+    text: nn.Module
+    dim: int
+
+    @property
+    def is_sketch(self) -> bool:
+        return self.kind in SKETCH_POOLINGS
+
+
+def build_global_pooling(spec: Mapping[str, Any] | None, dim: int, *, num_region: int = NUM_REGIONS,
+                         dropout: float = SA_DROPOUT) -> GlobalPooling:
+    """Image and text global encoders over ``dim``-sized tokens from a ``configs/global`` spec (see module doc).
+
+    ``spec`` is ``{"kind": one of GLOBAL_POOLINGS, **options}``; ``None`` means ``{"kind": "sa"}`` (official
+    SGRAF). ``num_region`` / ``dropout`` are the model's own settings that ``sa`` needs. The caller's mapping is
+    not modified. A bad spec is an :class:`~temde.errors.InputError` naming ``model.global_pooling``.
+    """
+    options = dict(spec or {"kind": "sa"})
+    kind = options.pop("kind", None)
+    where = "model.global_pooling"
+    if kind not in GLOBAL_POOLINGS:
+        raise InputError(f"{where}.kind", f"global pooling kind must be one of {GLOBAL_POOLINGS}, got {kind!r}")
+    if kind == "sa" and options:
+        raise InputError(where, f"sa takes no options (num_region, dropout are the model's), got {sorted(options)}")
+    try:
+        if kind == "sa":
+            return GlobalPooling(kind, VisualSA(dim, num_region, dropout), TextSA(dim, dropout), dim)
+        if kind == "temde":
+            shared = bool(options.pop("shared", True))
+            image = TEMDE(dim, **options)
+            text = image if shared else TEMDE(dim, **options)
+            return GlobalPooling(kind, image, text, image.sketch_dim)
+        image = L2Pooling(build_global_encoder(kind, dim, **options))
+        return GlobalPooling(kind, image, L2Pooling(build_global_encoder(kind, dim, **options)), dim)
+    except (TypeError, ValueError) as err:  # unknown option names or values the module refuses
+        raise InputError(where, f"bad {kind} options {options}: {err}") from err

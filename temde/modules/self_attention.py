@@ -3,7 +3,7 @@
 A global vector is a softmax-weighted sum of the *original* local features, where the weights come from a
 gate ``Linear(dim -> 1)`` applied to ``local_embedding * global_embedding`` (the global embedding is computed
 from the mean of the locals). Submodule names (``embedding_local``, ``embedding_global``, ``embedding_common``
-Sequentials) match the official checkpoint keys (sgraf.md section 5).
+Sequentials) match the official checkpoint keys (docs/sgraf.md, "Official checkpoint format").
 
 The official ``TextSA`` runs per caption on its ``L_i`` valid words; here padding is handled with a masked mean
 and a masked softmax, which gives the same vector for every caption of a padded batch.
@@ -15,18 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from temde.modules.init import xavier_linears_
-from temde.modules.norms import l2norm
+from temde.modules.norms import l2norm, masked_mean
 
 SA_DROPOUT = 0.4  # official: dropout 0.4 in the local and global branches of VisualSA / TextSA
 NUM_REGIONS = 36  # official: 36 bottom-up-attention regions; VisualSA's BN treats the slots as channels
-
-
-def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of (B, T, D) over the valid positions of ``mask`` (B, T) bool."""
-    if mask is None:
-        return x.mean(dim=1)
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
 def _attend(x: Tensor, local_emb: Tensor, global_emb: Tensor, gate: nn.Module, mask: Tensor | None) -> Tensor:

@@ -27,7 +27,7 @@ Cost per token: ``depth*K*D`` (one fused projection for all depths) + ``depth*(2
 i.e. linear in the number of tokens; SGRAF's self-attention pooling is ``~D^2`` per token (about 16x more
 multiply-adds at D = 1024, depth 8, K = 7).
 
-Scale (reference note 3.3, "mind the scale"): with L2-normalized inputs and unit-variance hyperplanes the
+Scale (docs/temde.md, "Data-dependent scale"): with L2-normalized inputs and unit-variance hyperplanes the
 projections are ~N(0, 1) around the median, so ``sigmoid`` stays near 0.5 and every token spreads over
 almost all buckets. Our choice: when the biases are initialized from the first batch (DLSH "standardize"),
 each hyperplane is also rescaled so that its centred projections have standard deviation ``init_scale``
@@ -47,14 +47,12 @@ Only depends on torch: this file can be copied out of the repository as is.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["TEMDE", "build_sketchers"]
+__all__ = ["TEMDE"]
 
 BIAS_INITS = ("median", "random", "zero")
 NORMALIZATIONS = ("l2", "l1", "none")
@@ -341,21 +339,3 @@ def _column_quantiles(values: Tensor, q: Tensor) -> Tensor:
     frac = (pos - lo).to(values.dtype)
     cols = torch.arange(values.shape[1], device=values.device)
     return sorted_vals[lo, cols] * (1 - frac) + sorted_vals[hi, cols] * frac
-
-
-def build_sketchers(dim: int, config: Mapping[str, Any] | None = None) -> tuple[TEMDE, TEMDE]:
-    """(image_sketcher, text_sketcher) from a config dict of TEMDE kwargs plus ``shared`` (default True).
-
-    ``shared=True`` returns the *same* instance twice, so both modalities are histograms over the same
-    buckets (the reconstruction's default); ``shared=False`` gives two independent sketchers. The caller's
-    mapping is not modified.
-    """
-    kwargs = dict(config or {})
-    shared = bool(kwargs.pop("shared", True))
-    kwargs.pop("dim", None)
-    try:
-        image = TEMDE(dim, **kwargs)
-        text = image if shared else TEMDE(dim, **kwargs)
-    except TypeError as err:
-        raise TypeError(f"build_sketchers (temde/modules/temde.py): bad T-EMDE config {kwargs}: {err}") from err
-    return image, text

@@ -9,18 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-# Official EncoderText.init_weights: embedding ~ U(-0.1, 0.1).
-EMBED_INIT_RANGE = 0.1
-
-
-def l2norm(x: Tensor, dim: int = -1, eps: float = 1e-12) -> Tensor:
-    """x / ||x|| along ``dim``; ``eps`` only guards all-zero rows (the official l2norm has none)."""
-    return x / x.norm(dim=dim, keepdim=True).clamp(min=eps)
-
-
-def lengths_to_mask(lengths: Tensor, width: int) -> Tensor:
-    """(B,) lengths -> (B, width) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+from temde.modules.norms import l2norm_clamped, lengths_to_mask
+from temde.modules.text import EMBED_INIT_RANGE  # official VSRN EncoderText.init_weights: U(-0.1, 0.1) too
 
 
 class VSRNTextEncoder(nn.Module):
@@ -41,4 +31,4 @@ class VSRNTextEncoder(nn.Module):
         out, hidden = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=width)
         # The last layer's final hidden state is the output at position length-1 (official gather).
-        return l2norm(hidden[-1]), states, lengths_to_mask(lengths, width)
+        return l2norm_clamped(hidden[-1]), states, lengths_to_mask(lengths, width)

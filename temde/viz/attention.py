@@ -39,8 +39,8 @@ from temde.models.sgraf import SGRAF  # noqa: E402
 from temde.models.vsrn import VSRN  # noqa: E402
 from temde.modules.attention import ATTN_LAMBDA, t2i_attention_weights  # noqa: E402
 from temde.modules.hf_text import TransformerTextEncoder  # noqa: E402
+from temde.modules.norms import l2norm_clamped as l2norm  # noqa: E402  (VSRN's l2norm)
 from temde.modules.temde import TEMDE  # noqa: E402
-from temde.modules.vsrn_text import l2norm  # noqa: E402
 from temde.retrieval import split_similarity  # noqa: E402
 
 MAX_WORD_PANELS = 8  # words drawn as box pictures (the heat map shows all)
