@@ -120,6 +120,7 @@ class SimilarityEncoder(nn.Module):
         super().__init__()
         self.v_global_w = global_pooling.image  # official names (VisualSA / TextSA) = checkpoint keys
         self.t_global_w = global_pooling.text
+        self.global_kind = global_pooling.kind
         global_dim = global_pooling.dim
         self.sim_tranloc_w = nn.Linear(embed_size, sim_dim)
         self.sim_tranglo_w = nn.Linear(global_dim, sim_dim)  # T-EMDE: W_glo maps N*W -> sim_dim
@@ -134,7 +135,17 @@ class SimilarityEncoder(nn.Module):
         else:
             self.SAF_module = AttentionFiltration(sim_dim, bn_stats=saf_bn_stats)
 
-    # ---- scoring: the layers above, applied to attended contexts and global vectors -----------------------
+    # ---- global vectors (one modality each) and scoring: the layers above, applied by their owner ----------
+    def global_image(self, regions: Tensor, mask: Tensor) -> Tensor:
+        """(B, R, D) regions -> (B, global_dim) image vector (SA, a flattened sketch or a pooling baseline)."""
+        if self.global_kind == "sa" and isinstance(self.v_global_w, VisualSA) and bool(mask.all()):
+            return self.v_global_w(regions, None)  # the official computation, without masking arithmetic
+        return self.v_global_w(regions, mask).flatten(1)  # sketches (B, depth, W) -> (B, depth*W)
+
+    def global_text(self, words: Tensor, mask: Tensor) -> Tensor:
+        """(B, L, D) words -> (B, global_dim) caption vector."""
+        return self.t_global_w(words, mask).flatten(1)
+
     def local_alignments(self, raw_ctx: Tensor, words: Tensor) -> Tensor:
         """``l2norm(W_loc (l2norm(ctx) - word)^2)`` from the unnormalised attended contexts (..., L, D)."""
         norm = torch.linalg.vector_norm(raw_ctx, 2, dim=-1, keepdim=True) + NORM_EPS
@@ -238,20 +249,14 @@ class SGRAF(nn.Module):
             regions_mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
         else:
             regions = regions * regions_mask.unsqueeze(-1).to(regions.dtype)
-        return {"regions": regions, "regions_mask": regions_mask, "global": self._global(self.sim_enc.v_global_w,
-                                                                                         regions, regions_mask)}
+        return {"regions": regions, "regions_mask": regions_mask,
+                "global": self.sim_enc.global_image(regions, regions_mask)}
 
     def encode_texts(self, tokens: Tensor, lengths: Tensor) -> Repr:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=tokens.device)
         words = self.txt_enc(tokens, lengths)
         words_mask = lengths_to_mask(lengths, words.shape[1])
-        return {"words": words, "words_mask": words_mask, "global": self._global(self.sim_enc.t_global_w,
-                                                                                 words, words_mask)}
-
-    def _global(self, encoder: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
-        if self.global_kind == "sa" and isinstance(encoder, VisualSA) and bool(mask.all()):
-            return encoder(x, None)  # the official computation, without masking arithmetic
-        return encoder(x, mask).flatten(1)  # sketches (B, depth, W) -> (B, depth*W)
+        return {"words": words, "words_mask": words_mask, "global": self.sim_enc.global_text(words, words_mask)}
 
     def auxiliary_losses(self, batch: dict[str, Tensor], img: Repr, txt: Repr) -> dict[str, Tensor]:
         """Optional global-vector contrastive loss (``global_loss_weight``); nothing by default (official)."""
