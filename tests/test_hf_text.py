@@ -82,10 +82,10 @@ def _lit(model):
 def test_pretrained_weights_get_their_own_learning_rate(build):
     if build == "sgraf":
         model = SGRAF(10, img_dim=8, embed_size=16, sim_dim=8, text_encoder="transformer",
-                      model_name_or_path=MINILM, global_encoder="temde")
+                      model_name_or_path=MINILM, global_pooling={"kind": "temde"})
     else:
         model = VSRN(10, img_dim=8, embed_size=16, text_encoder="transformer", model_name_or_path=MINILM,
-                     caption_branch=False, global_encoder="temde")
+                     caption_branch=False, sketch="additive", global_pooling={"kind": "temde"})
     optim = _lit(model).configure_optimizers()
     opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     groups = {g["name"]: g for g in opt.param_groups}
@@ -135,7 +135,7 @@ def test_vsrn_with_transformer_trains_a_step_with_its_caption_branch():
     tok = HFTokenizer(MINILM)
     torch.manual_seed(0)
     model = VSRN(len(tok), img_dim=8, embed_size=16, text_encoder="transformer", model_name_or_path=MINILM,
-                 global_encoder="temde", dim_hidden=16, dim_word=8)
+                 sketch="additive", global_pooling={"kind": "temde"}, dim_hidden=16, dim_word=8)
     encoded = [tok.encode(c) for c in CAPTIONS]
     samples = [(torch.randn(5, 8), torch.tensor(e), i, i) for i, e in enumerate(encoded)]
     batch = collate(samples)

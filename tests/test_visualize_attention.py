@@ -19,7 +19,7 @@ from tests.helpers import compose_config, tiny_train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"sgr": ["model=sgr", "model.sim_dim=8"],
-          "sgr_temde": ["model=sgr", "model.sim_dim=8", "model.global_encoder=temde"],
+          "sgr_temde": ["model=sgr", "model.sim_dim=8", "global=temde"],
           "vsrn": ["model=vsrn", "model.dim_hidden=16", "model.dim_word=8"]}
 
 
