@@ -101,7 +101,9 @@ def _worker(rank: int, world_size: int, port: int, queue) -> None:
     grad = img["emb"].grad.clone()
     dist.all_reduce(grad)  # each rank's gradient lives on its own rows; sum = what DDP would see in total
     sims = blocked_similarity(_Dot(), {"emb": img["emb"].detach()}, txt, 3, 3, progress=False)
-    queue.put((rank, float(loss), grad, sims))
+    # numpy arrays travel by value: a torch tensor would travel as a shared-memory handle that vanishes when this
+    # worker exits before the parent has read it (FileNotFoundError on a loaded machine)
+    queue.put((rank, float(loss), grad.numpy(), sims.numpy()))
     dist.destroy_process_group()
 
 
@@ -122,6 +124,7 @@ def test_two_gloo_ranks_match_the_single_process_full_batch():
     full.backward()
     expected_sims = _Dot().similarity({"emb": img["emb"].detach()}, txt)
     for _, loss, grad, sims in results:
+        grad, sims = torch.from_numpy(grad), torch.from_numpy(sims)
         assert loss == pytest.approx(full.item(), rel=1e-5)
         torch.testing.assert_close(grad, img["emb"].grad, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sims, expected_sims)
