@@ -109,6 +109,10 @@ def test_publishable_flag_and_atomic_json(tmp_path):
     assert publishable([0.4, 0.5, 0.6], [1.2, 0.9, 0.7])
     assert not publishable([0.4, 0.5, 0.6], [1.6, 0.9, 0.7])
     assert not publishable(None, [0.1, 0.1, 0.1])
+    # the benchmark's own threads lift the load after: they do not count, a neighbour's would
+    assert publishable([0.4, 0.5, 0.6], [1.9, 1.0, 0.7], own_threads=2)
+    assert not publishable([1.7, 0.5, 0.6], [1.9, 1.0, 0.7], own_threads=2)
+    assert not publishable([0.4, 0.5, 0.6], [3.7, 1.0, 0.7], own_threads=2)
     assert publishable([9.0, 9.0, 9.0], [9.0, 9.0, 9.0], "cuda")  # GPU figures do not depend on CPU load
     path = write_json(tmp_path / "x" / "r.json", {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in path.parent.iterdir()] == ["r.json"]

@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **environment(device),
         "load_average_before": load_before,
         "load_average_after": load_after,
-        "publishable": publishable(load_before, load_after, device.type),
+        "publishable": publishable(load_before, load_after, device.type, torch.get_num_threads()),
         "protocol": {**protocol, "repeats": args.repeats, "order": names,
                      "statistic": "min / median / max over interleaved rounds"},
         "model": {"module_name": args.module, "embed_size": model.embed_size, "sim_dim": 256, "sgr_step": 3,

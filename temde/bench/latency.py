@@ -216,7 +216,7 @@ def run_device(device: torch.device, dtype: torch.dtype, args: argparse.Namespac
         "cpu_model": cpu_name(),
         "load_average_before": load_before,
         "load_average_after": load_after,
-        "publishable": publishable(load_before, load_after, device.type),
+        "publishable": publishable(load_before, load_after, device.type, torch.get_num_threads()),
         "oversubscribed": bool(load_before and device.type == "cpu" and load_before[0] > (os.cpu_count() or 1)),
         "threads_note": args.threads_note,
         "wall_s": round(time.time() - started, 1),
