@@ -24,6 +24,7 @@ import sys
 
 import torch
 
+from temde.cli import one_line
 from temde.detector import (
     DEFAULT_DETECTOR,
     DEFAULT_DETECTOR_SIZE,
@@ -31,7 +32,7 @@ from temde.detector import (
     DEFAULT_NUM_REGIONS,
     DEFAULT_ROI_IMAGE_SIZE,
 )
-from temde.errors import InputError
+from temde.errors import EXIT_BAD_INPUT, InputError
 from temde.features import (
     DEFAULT_ARCH,
     DEFAULT_GRID,
@@ -102,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             detector_size=args.detector_size,
         )
     except InputError as err:
-        print(err.one_line(), file=sys.stderr)
-        return 2
-    except FeatureError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FeatureError as err:  # extraction failed mid-way (not the input's fault): same one-line format
+        print(one_line(err), file=sys.stderr)
         return 1
     print(f"{args.out}: {len(paths)} images ({n} computed in this run)")
     return 0

@@ -18,8 +18,9 @@ import sys
 import numpy as np
 
 from temde.checkpoint import load_model
+from temde.cli import one_line
 from temde.data.precomp import CAPTIONS_PER_IMAGE, DataError, PrecompDataset
-from temde.errors import InputError
+from temde.errors import EXIT_BAD_INPUT, InputError
 from temde.viz.attention import caption_words, checkpoint_caption_encoder, draw, explain
 
 
@@ -58,12 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         expl = explain(model, dataset, args.caption, image, words, k=args.k)
         captions = [c.decode("utf-8", errors="replace") for c in dataset.captions]
         out = draw(expl, args.out, captions, args.image_file, boxes)
-    except InputError as err:
-        print(err.one_line(), file=sys.stderr)
-        return 2
-    except (DataError, IndexError, FileNotFoundError, ValueError) as err:
-        print(f"temde: error: {err}", file=sys.stderr)
-        return 2
+    except (InputError, DataError, IndexError, FileNotFoundError, ValueError) as err:
+        print(one_line(err), file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {out}")
     return 0
 
