@@ -65,6 +65,20 @@ def test_plan_shares_runs_between_rows_and_keys_depend_on_everything():
     assert "model.dim_hidden=8" in vsrn.overrides
 
 
+def test_synthetic_run_keys_change_with_the_world_version(monkeypatch):
+    """A run trained on an older synthetic world must not be reused after the generator changed."""
+    import dataclasses
+
+    from temde.data.synthetic.spec import LEVELS
+
+    before = {r.key for r in build_plan("f30k", "synthetic").runs}
+    real_before = {r.key for r in build_plan("f30k", "real").runs}
+    monkeypatch.setitem(LEVELS, "standard", dataclasses.replace(LEVELS["standard"], p_color=0.99))
+    after = {r.key for r in build_plan("f30k", "synthetic").runs}
+    assert len(after) == len(before) and before.isdisjoint(after)
+    assert {r.key for r in build_plan("f30k", "real").runs} == real_before  # real data has no world version
+
+
 def test_estimate_is_iterations_times_epochs_times_step_time():
     plan = build_plan("f30k", "real", rows=["SGR"])
     est = estimate_run(plan.runs[0], plan, {"sgraf": 0.5})

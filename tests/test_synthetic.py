@@ -20,8 +20,18 @@ from temde.data.synthetic import (
 )
 from temde.data.synthetic import writer as writer_module
 from temde.data.synthetic.captions import COUNT_WORDS, plural
-from temde.data.synthetic.world import CLASS_FAMILY, CLASSES, COLORS, prototypes, regions_per_instance
+from temde.data.synthetic.probe import keyword_scores
+from temde.data.synthetic.world import (
+    CLASS_FAMILY,
+    CLASSES,
+    COLORS,
+    SCENES,
+    class_frequencies,
+    prototypes,
+    regions_per_instance,
+)
 from temde.errors import InputError
+from temde.evaluation import retrieval_metrics
 
 SPEC = SyntheticSpec(n_train=120, n_dev=10, n_test=120, n_testall=10, n_regions=36, feature_dim=40,
                      difficulty="easy", seed=5)
@@ -154,6 +164,46 @@ def test_standard_level_is_harder_and_spec_is_validated():
         SyntheticSpec(difficulty="hard")
     with pytest.raises(InputError, match="feature_dim"):
         SyntheticSpec(feature_dim=4)
+
+
+def test_standard_level_has_long_tailed_classes_and_sparser_captions(tmp_path):
+    """The two properties only the standard level has, measured in written files of equal size at both levels."""
+    sizes = dict(n_train=400, n_dev=4, n_test=4, n_testall=5, n_regions=36, feature_dim=12, seed=3)
+    stats = {}
+    for level in ("easy", "standard"):
+        spec = SyntheticSpec(difficulty=level, **sizes)
+        d = write_synthetic_dataset(tmp_path / level, "syn", spec, progress=False)
+        _, caps, meta = _split(d, "train")
+        counts = np.bincount([g["class"] for m in meta for g in m["groups"]], minlength=len(CLASSES))
+        p = class_frequencies(spec)
+        order = np.argsort(-p)
+        mentioned = [sum(_mentioned(c, g) for g in m["groups"]) for image_caps, m in zip(caps, meta) for c in image_caps]
+        colours = [sum(w in COLORS for w in _words(c)) for image_caps in caps for c in image_caps]
+        flat = [c for image_caps in caps for c in image_caps]
+        stats[level] = {"head_to_tail": counts[order[:5]].sum() / max(counts[order[-5:]].sum(), 1),
+                        "named_per_caption": np.mean(mentioned), "colours_per_named": sum(colours) / sum(mentioned),
+                        "probe_rsum": retrieval_metrics(keyword_scores(meta[:100], flat[:500]))["rsum"]}
+        if level == "easy":
+            assert np.allclose(p, 1 / len(CLASSES))
+    easy, standard = stats["easy"], stats["standard"]
+    # Zipf's law: the 5 most probable classes occur many times more often than the 5 least probable ones
+    assert standard["head_to_tail"] > 5 > easy["head_to_tail"]
+    # captions name fewer groups, and say fewer of their colours
+    assert standard["named_per_caption"] < easy["named_per_caption"] - 0.2
+    assert standard["colours_per_named"] < easy["colours_per_named"] - 0.15
+    # together: the captions of 100 images identify them less well for a model-free keyword matcher
+    assert 31.6 < standard["probe_rsum"] < easy["probe_rsum"] - 20
+
+
+def test_keyword_probe_counts_what_a_caption_names():
+    world = [{"scene": 0, "groups": [{"class": 0, "color": 0}, {"class": 1, "color": 1}]},
+             {"scene": 1, "groups": [{"class": 0, "color": 1}, {"class": 2, "color": 0}]}]
+    dog, cat, red, blue = CLASSES[0][0], CLASSES[1][0], COLORS[0], COLORS[1]
+    captions = [f"A {red} {dog} and a {blue} {cat} on the {SCENES[0][0]} .", f"Two {blue} {plural(dog)} ."]
+    scores = np.round(keyword_scores(world, captions))
+    # image 0: dog, cat, red, blue, (red dog), (blue cat), scene = 7; image 1: dog, red, blue = 3
+    # caption 2: dog, blue on both; (blue dog) only on image 1
+    assert scores.tolist() == [[7, 2], [3, 3]]
 
 
 def test_generation_is_deterministic_and_reused_only_when_manifest_matches(tmp_path, world):

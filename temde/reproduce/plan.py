@@ -23,6 +23,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from temde.data.synthetic.writer import world_version
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
 TABLES_DIR = REPO / "tables"  # outside configs/: not a Hydra config group
@@ -59,10 +61,14 @@ class RunSpec:
     seed: int
     overrides: tuple[str, ...] = ()
     paper_experiment: str = ""  # the real-data experiment this run stands for (== experiment on real data)
+    data_version: str = ""  # e.g. the synthetic world's version: a run trained on an older world is not reused
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"experiment": self.experiment, "seed": self.seed, "overrides": sorted(self.overrides)})
+        fields: dict[str, Any] = {"experiment": self.experiment, "seed": self.seed, "overrides": sorted(self.overrides)}
+        if self.data_version:
+            fields["data_version"] = self.data_version
+        blob = json.dumps(fields)
         return f"{self.experiment}_s{self.seed}_{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
     def train_overrides(self) -> list[str]:
@@ -137,6 +143,7 @@ def build_plan(
     table_rows = [{**row, "mapped": data == "synthetic"} for row in table["rows"]]
     if data == "synthetic":  # rows that only exist on synthetic data (their runs name synthetic experiments)
         table_rows += [{**row, "mapped": False, "paper": None} for row in table.get("synthetic_rows", [])]
+    data_version = f"synthetic-world-{world_version()}" if data == "synthetic" else ""
     row_plans, unique = [], {}
     for row in table_rows:
         if rows and row["name"] not in rows:
@@ -153,7 +160,7 @@ def build_plan(
                     experiment, run_over = mapped["experiment"], list(mapped.get("overrides", []))
                 run_over += scoped.get(experiment, [])
                 seed = int(r.get("seed", 0)) + rep * SEED_STRIDE
-                spec = RunSpec(experiment, seed, tuple(run_over + extra), r["experiment"])
+                spec = RunSpec(experiment, seed, tuple(run_over + extra), r["experiment"], data_version)
                 specs.append(unique.setdefault(spec.key, spec))
             replicas.append(specs)
         row_plans.append(RowPlan(row["name"], row.get("paper"), replicas[0], replicas))

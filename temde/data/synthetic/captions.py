@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from temde.data.synthetic.spec import Level
 from temde.data.synthetic.world import CLASSES, COLORS, SCENES, Group, Image
 
 COUNT_WORDS = {2: ("two", "a pair of", "some"), 3: ("three", "some", "several")}
@@ -23,8 +24,6 @@ RELATIONS = {"x": (("to the left of", "left of", "on the left of"), ("to the rig
 SCENE_PREPS = ("on the", "in the", "at the")
 _IRREGULAR = {"man": "men", "woman": "women", "child": "children", "gentleman": "gentlemen", "sheep": "sheep",
               "calf": "calves", "scarf": "scarves", "lass": "lasses"}
-P_MENTION_ALL, P_MENTION_ONE = 0.45, 0.15  # else all but one group
-P_COLOR, P_RELATION, P_SCENE = 0.8, 0.5, 0.5
 
 
 def plural(noun: str) -> str:
@@ -41,10 +40,10 @@ def _pick(options: Sequence[str], u: float) -> str:
     return options[min(int(u * len(options)), len(options) - 1)]
 
 
-def _phrase(group: Group, u: np.ndarray) -> str:
+def _phrase(group: Group, u: np.ndarray, p_color: float) -> str:
     """'a red dog', 'two puppies', 'some gray kittens' from the group and 4 uniform draws."""
     noun = _pick(CLASSES[group.cls], u[0])
-    words = [COLORS[group.color]] if u[1] < P_COLOR else []
+    words = [COLORS[group.color]] if u[1] < p_color else []
     words.append(noun if group.count == 1 else plural(noun))
     if group.count == 1:
         return ("an " if words[0][0] in "aeiou" else "a ") + " ".join(words)
@@ -61,7 +60,7 @@ def _relation(first: Group, second: Group, u: float, v: float) -> tuple[Group, s
     return subject, _pick(RELATIONS[axis][0 if forward else 1], v), obj
 
 
-def caption(image: Image, seed: int) -> str:
+def caption(image: Image, seed: int, level: Level) -> str:
     rng = np.random.default_rng(seed)
     n = len(image.groups)
     order = rng.permutation(n).tolist()
@@ -69,15 +68,15 @@ def caption(image: Image, seed: int) -> str:
     u_scene = rng.random(3)
     u_groups = rng.random((n, 4))  # per group, not per slot: phrasings travel with the group in a twin
     u_connect = rng.random(n)
-    if u_mention < P_MENTION_ALL:
+    if u_mention < level.p_mention_all:
         m = n
-    elif u_mention < P_MENTION_ALL + P_MENTION_ONE:
+    elif u_mention < level.p_mention_all + level.p_mention_one:
         m = 1
     else:
         m = max(n - 1, 1)
     mentioned = order[:m]
-    phrases = {g: _phrase(image.groups[g], u_groups[g]) for g in mentioned}
-    if m >= 2 and u_rel < P_RELATION:
+    phrases = {g: _phrase(image.groups[g], u_groups[g], level.p_color) for g in mentioned}
+    if m >= 2 and u_rel < level.p_relation:
         a, b = mentioned[0], mentioned[1]
         subject, words, obj = _relation(image.groups[a], image.groups[b], u_rel_dir, u_rel_word)
         s, o = (a, b) if subject is image.groups[a] else (b, a)
@@ -89,6 +88,6 @@ def caption(image: Image, seed: int) -> str:
     text = _pick(OPENERS, u_opener) + parts[0]
     for g in rest:
         text += _pick(CONNECTORS, u_connect[g]) + phrases[g]
-    if u_scene[0] < P_SCENE:
+    if u_scene[0] < level.p_scene:
         text += f" {_pick(SCENE_PREPS, u_scene[1])} {_pick(SCENES[image.scene], u_scene[2])}"
     return text[0].upper() + text[1:] + " ."

@@ -24,13 +24,20 @@ class Level:
     twin_fraction: float  # fraction of images that come as minimal pairs (binding or relation twins)
     distractors: tuple[int, int]  # min, max distractor regions per image (clutter or unmentioned small objects)
     box_scale: float  # the box channels are multiplied by this (features are O(1); boxes are in [0, 1])
+    class_zipf: float = 0.0  # class frequency ~ 1 / rank**class_zipf (0: uniform; 1: Zipf's law, as real captions)
+    p_color: float = 0.8  # a mentioned group's colour is said with this probability
+    p_mention_all: float = 0.45  # a caption names every group with this probability ...
+    p_mention_one: float = 0.15  # ... only one with this one, else all but one
+    p_relation: float = 0.5  # a caption naming >= 2 groups relates the first two spatially ("left of", "above")
+    p_scene: float = 0.5  # a caption names the scene ("on the beach")
 
 
 LEVELS: dict[str, Level] = {
     "easy": Level(region_noise=0.5, instance_noise=0.3, family_share=0.3, color_scale=0.8, twin_fraction=0.3,
                   distractors=(0, 2), box_scale=2.0),
     "standard": Level(region_noise=1.0, instance_noise=0.5, family_share=0.6, color_scale=0.8, twin_fraction=0.4,
-                      distractors=(2, 6), box_scale=2.0),
+                      distractors=(2, 6), box_scale=2.0, class_zipf=1.0, p_color=0.35,
+                      p_mention_all=0.15, p_mention_one=0.45, p_relation=0.3, p_scene=0.35),
 }
 
 

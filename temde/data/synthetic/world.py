@@ -76,14 +76,26 @@ def prototypes(spec: SyntheticSpec) -> dict[str, np.ndarray]:
     }
 
 
+def class_frequencies(spec: SyntheticSpec) -> np.ndarray:
+    """Probability of each class: ``1 / rank**class_zipf`` over a seeded ranking of the classes.
+
+    Why: in Flickr30K and COCO a few classes (people, dogs, cars) are in most images and most classes are rare, so
+    the *set* of classes in an image identifies it far less than under uniform sampling; this is what keeps a
+    bag-of-regions model from matching on "which classes are there" alone.
+    """
+    rank = np.random.default_rng([spec.seed, 1000]).permutation(len(CLASSES)) + 1
+    weights = rank.astype(np.float64) ** -spec.level.class_zipf
+    return weights / weights.sum()
+
+
 def regions_per_instance(spec: SyntheticSpec) -> int:
     """2 proposals per object instance when the largest image still leaves room for distractors, else 1."""
     return 2 if MAX_GROUPS * MAX_COUNT * 2 + spec.level.distractors[1] <= spec.n_regions else 1
 
 
-def sample_image(rng: np.random.Generator, spec: SyntheticSpec) -> Image:
+def sample_image(rng: np.random.Generator, spec: SyntheticSpec, class_p: np.ndarray) -> Image:
     n_groups = int(rng.integers(2, MAX_GROUPS + 1))
-    classes = rng.choice(len(CLASSES), n_groups, replace=False)
+    classes = rng.choice(len(CLASSES), n_groups, replace=False, p=class_p)
     cells = rng.choice(GRID * GRID, n_groups, replace=False)
     budget = spec.n_regions - 1  # at least one background region
     rpi = regions_per_instance(spec)
@@ -105,7 +117,7 @@ def sample_image(rng: np.random.Generator, spec: SyntheticSpec) -> Image:
         if rng.random() < 0.5:
             distractors.append((-1, int(rng.integers(N_CLUTTER))))
         else:  # a small object nobody mentions
-            distractors.append((int(rng.integers(len(CLASSES))), int(rng.integers(len(COLORS)))))
+            distractors.append((int(rng.choice(len(CLASSES), p=class_p)), int(rng.integers(len(COLORS)))))
     return Image(int(rng.integers(len(SCENES))), groups, distractors, int(rng.integers(2**31)),
                  [int(rng.integers(2**31)) for _ in range(5)])
 
@@ -133,8 +145,9 @@ def sample_split(spec: SyntheticSpec, split_index: int, n_images: int) -> list[I
     """The images of one split, twins right after their originals (deterministic in spec.seed and split)."""
     rng = np.random.default_rng([spec.seed, split_index + 1])
     images: list[Image] = []
+    class_p = class_frequencies(spec)
     while len(images) < n_images:
-        image = sample_image(rng, spec)
+        image = sample_image(rng, spec, class_p)
         images.append(image)
         if len(images) < n_images and rng.random() < spec.level.twin_fraction / (2 - spec.level.twin_fraction):
             twin = make_twin(image, rng, len(images) - 1)

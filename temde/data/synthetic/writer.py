@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,24 @@ from tqdm.auto import tqdm
 
 from temde.data.precomp import CAPTIONS_PER_IMAGE
 from temde.data.synthetic.captions import caption
-from temde.data.synthetic.spec import SyntheticSpec
+from temde.data.synthetic.spec import LEVELS, SyntheticSpec
 from temde.data.synthetic.world import prototypes, region_features, sample_split
 from temde.data.vocab import build_vocab
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2  # 2: the world of docs/synthetic.md (difficulty levels, twins, boxes)
+# 2: the world of docs/synthetic.md (difficulty levels, twins, boxes); 3: levels also set class frequencies and how
+# much a caption says. With the levels' settings it is part of every synthetic `make reproduce` run key
+# (world_version), so runs of an older world are retrained, never reused.
+MANIFEST_VERSION = 3
 HASH_LIMIT = 1 << 30  # files up to 1 GiB are hashed again on reuse; larger ones are checked by size and shape
+
+
+def world_version() -> str:
+    """The generator version and every level's settings: what a run trained on synthetic data depends on."""
+    levels = json.dumps({name: asdict(level) for name, level in sorted(LEVELS.items())}, sort_keys=True)
+    return f"v{MANIFEST_VERSION}-{hashlib.sha1(levels.encode()).hexdigest()[:8]}"
 
 
 def _sha256(path: Path) -> str:
@@ -59,7 +69,7 @@ def _write_split(out: Path, split: str, split_index: int, n_images: int, spec: S
     captions, meta = [], []
     for i, image in enumerate(tqdm(images, desc=f"synthetic {split}", disable=not progress, leave=False)):
         feats[i], owner = region_features(image, protos, spec)
-        captions.extend(caption(image, seed) for seed in image.caption_seeds[:CAPTIONS_PER_IMAGE])
+        captions.extend(caption(image, seed, spec.level) for seed in image.caption_seeds[:CAPTIONS_PER_IMAGE])
         meta.append({"scene": image.scene, "twin": image.twin, "region_owner": owner.tolist(),
                      "groups": [{"class": g.cls, "color": g.color, "count": g.count, "center": list(g.center)}
                                 for g in image.groups]})
@@ -86,7 +96,7 @@ def write_synthetic_dataset(
     vocab_tmp = tmp / "vocab.json"
     build_vocab((tmp / "train_caps.txt").read_text().splitlines()).save_json(vocab_tmp)
     files = {p.name: _file_entry(p) for p in sorted(tmp.iterdir()) if p.name != "vocab.json"}
-    manifest = {"version": MANIFEST_VERSION, "spec": spec.to_dict(), "files": files,
+    manifest = {"version": MANIFEST_VERSION, "spec": spec.to_dict(), "level": asdict(spec.level), "files": files,
                 "vocab": _file_entry(vocab_tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     vocab = vocab_path(root, name)
@@ -109,6 +119,8 @@ def check_manifest(root: str | Path, name: str, spec: SyntheticSpec) -> str | No
         return f"no readable {MANIFEST} ({err.__class__.__name__})"
     if manifest.get("version") != MANIFEST_VERSION or manifest.get("spec") != spec.to_dict():
         return "generated with another spec or generator version"
+    if manifest.get("level") != json.loads(json.dumps(asdict(spec.level))):  # the level's knobs changed in the code
+        return f"generated with other settings of the {spec.difficulty!r} level"
     entries = {**manifest.get("files", {}), "vocab": manifest.get("vocab")}
     for fname, entry in entries.items():
         path = vocab_path(root, name) if fname == "vocab" else out / fname
