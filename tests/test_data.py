@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from temde.data.precomp import DataError, PrecompDataset, collate
 from temde.data.tokenize import tokenize
-from temde.data.vocab import Vocabulary, build_vocab, load_json_vocab, load_vocab
+from temde.data.vocab import MIN_WORD_COUNT, Vocabulary, build_vocab, load_json_vocab, load_vocab
 from temde.errors import InputError
 from tests.conftest import TINY_SPEC
 
@@ -159,5 +161,8 @@ def test_synthetic_dataset_is_in_scan_precomp_format(tiny_data_root):
         assert feats.shape == (n, TINY_SPEC.n_regions, TINY_SPEC.feature_dim) and feats.dtype == np.float32
         assert len((d / f"{split}_caps.txt").read_text().splitlines()) == 5 * n
     vocab = load_json_vocab(tiny_data_root / "vocab" / "synthetic_precomp_vocab.json")
-    assert "red" in vocab and "dog" in vocab or "cat" in vocab
+    counts = Counter(w for c in (d / "train_caps.txt").read_text().splitlines() for w in re.findall(r"[a-z]+", c.lower()))
+    frequent = {w for w, n in counts.items() if n >= MIN_WORD_COUNT}
+    assert len(frequent) > 20 and all(w in vocab for w in frequent)  # SCAN's rule: words seen >= 4 times ...
+    assert not any(w in vocab for w, n in counts.items() if n < MIN_WORD_COUNT)  # ... and only those
     # determinism, reuse, manifests and every designed property: tests/test_synthetic.py
