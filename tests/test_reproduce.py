@@ -170,3 +170,71 @@ def test_dry_run_prints_plan_and_trains_nothing(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
     with pytest.raises(SystemExit):
         reproduce_main(["--table", "coco5k", "--data", "f30k", "--dry-run"])
+
+
+def test_run_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
+    import subprocess
+    import sys
+
+    from temde.reproduce.lock import lock_path, run_lock
+
+    run_dir = tmp_path / "synthetic_sgr_s0_abc"
+    with run_lock(run_dir, block=False) as held:
+        assert held
+        with run_lock(run_dir, block=False) as again:  # a second holder (another open file) is refused
+            assert not again
+    with run_lock(run_dir, block=False) as held:
+        assert held  # released on exit from the block
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"), str(lock_path(run_dir))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with run_lock(run_dir, block=False) as held:
+            assert not held
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(run_dir, block=True) as held:  # a killed holder leaves nothing locked
+        assert held
+
+
+def test_processes_sharing_an_out_root_split_the_runs(tmp_path, monkeypatch):
+    """A run another process is training is done last and then reused, never trained twice."""
+    import threading
+
+    import temde.reproduce.run as run_module
+    from temde.reproduce.lock import run_lock
+    from temde.reproduce.run import train_missing
+
+    plan = build_plan("f30k", "synthetic", out_root=tmp_path, rows=["SGR", "SAF", "T-EMDE + SGR"])
+    first, *others = plan.runs
+    trained, other_holds, release = [], threading.Event(), threading.Event()
+
+    def finish(run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text("{}")
+        (run_dir / "model_best.ckpt").write_bytes(b"")
+
+    def other_process() -> None:  # holds the first run, finishes it once this process has trained the others
+        with run_lock(plan.run_dir(first), block=True):
+            other_holds.set()
+            release.wait(30)
+            finish(plan.run_dir(first))
+
+    def fake_train(run, run_dir, launcher="subprocess", env=None):
+        trained.append(run.key)
+        finish(run_dir)
+        if len(trained) == len(others):
+            release.set()
+
+    monkeypatch.setattr(run_module, "train_run", fake_train)
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    assert other_holds.wait(10)
+    statuses = train_missing(plan)
+    thread.join()
+    assert trained == [r.key for r in others]  # everything else first, in plan order; the first never trained here
+    assert statuses[first.key] == "reused" and all(statuses[r.key].startswith("trained") for r in others)
+    assert train_missing(plan) == {r.key: "reused" for r in plan.runs}

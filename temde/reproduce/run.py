@@ -25,6 +25,7 @@ from temde.checkpoint import load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
 from temde.evaluating import resolve_device
+from temde.reproduce.lock import run_lock
 from temde.reproduce.plan import Plan, RunSpec, compose_run_config, estimate_run, is_finished
 from temde.reproduce.report import build_report, write_report
 from temde.retrieval import split_similarity
@@ -77,7 +78,10 @@ def run_similarity(run_dir: Path, split: str, img_block: int | None = None, txt_
     sims = split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block, batch_size,
                             resolve_device(device))
     sims = np.asarray(sims, dtype=np.float32)
-    np.save(cache, sims)
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as f:  # temporary name, then rename: a concurrent reader never sees half a matrix
+        np.save(f, sims)
+    os.replace(tmp, cache)
     return sims
 
 
@@ -87,6 +91,55 @@ def _record_data(run: RunSpec, run_dir: Path) -> None:
         return
     cfg = compose_run_config(run)
     (run_dir / "reproduce_data.json").write_text(json.dumps({"root": str(Path(cfg.data.root).resolve()), "name": cfg.data.name}))
+
+
+def _train_or_reuse(run: RunSpec, run_dir: Path, launcher: str, force: bool, block: bool) -> str | None:
+    """Train ``run`` unless finished, holding its lock; None when another process holds it and ``block`` is False.
+
+    A run that another process finished while we waited is reused, even with ``force`` (it was just trained).
+    """
+    with run_lock(run_dir, block) as held:
+        if not held:
+            return None
+        if is_finished(run_dir) and not force:
+            return "reused"
+        started = time.time()
+        for stale in run_dir.glob("sims_*.npy"):
+            stale.unlink()
+        train_run(run, run_dir, launcher)
+        return f"trained in {time.time() - started:.0f} s"
+
+
+def train_missing(plan: Plan, launcher: str = "subprocess", force: bool = False,
+                  progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, str]:
+    """Train every unfinished run of the plan; {run key: "reused" | "trained in N s"}.
+
+    Several processes may work on one out-root: a run another process is training is skipped at first and waited
+    for at the end (then reused), so N processes split a table's runs between them.
+    """
+    statuses, deferred = {}, []
+    for run in progress(plan.runs):
+        status = _train_or_reuse(run, plan.run_dir(run), launcher, force, block=False)
+        if status is None:
+            log.info("%s is being trained by another process: doing the other runs first", run.key)
+            deferred.append(run)
+        else:
+            statuses[run.key] = status
+    for run in deferred:
+        statuses[run.key] = _train_or_reuse(run, plan.run_dir(run), launcher, force=False, block=True) or "reused"
+    return statuses
+
+
+def _run_info(plan: Plan, run: RunSpec, status: str) -> dict[str, Any]:
+    run_dir = plan.run_dir(run)
+    try:
+        _record_run_facts(plan, run, estimate_run(run, plan))
+    except Exception as err:  # noqa: BLE001 - the estimate is a nicety, never a reason to fail a table
+        log.warning("no estimate for %s: %s", run.key, err)
+    _record_data(run, run_dir)
+    meta = json.loads((run_dir / "metrics.json").read_text()).get("_meta", {})
+    return {**asdict(run), "key": run.key, "run_dir": str(run_dir), "status": status,
+            "val_best": meta.get("val_best"), "train_seconds": meta.get("train_seconds")}
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
@@ -100,24 +153,8 @@ def reproduce(
     progress: Callable[[Iterable], Iterable] = lambda x: x,
 ) -> dict[str, Any]:
     """Train missing runs, score every run once, ensemble per row and replicate, compare, write md + json (+ png)."""
-    run_info = {}
-    for run in progress(plan.runs):
-        run_dir = plan.run_dir(run)
-        status = "reused"
-        if force or not is_finished(run_dir):
-            started = time.time()
-            for stale in run_dir.glob("sims_*.npy"):
-                stale.unlink()
-            train_run(run, run_dir, launcher)
-            status = f"trained in {time.time() - started:.0f} s"
-        try:
-            _record_run_facts(plan, run, estimate_run(run, plan))
-        except Exception as err:  # noqa: BLE001 - the estimate is a nicety, never a reason to fail a table
-            log.warning("no estimate for %s: %s", run.key, err)
-        _record_data(run, run_dir)
-        meta = json.loads((run_dir / "metrics.json").read_text()).get("_meta", {})
-        run_info[run.key] = {**asdict(run), "key": run.key, "run_dir": str(run_dir), "status": status,
-                             "val_best": meta.get("val_best"), "train_seconds": meta.get("train_seconds")}
+    statuses = train_missing(plan, launcher, force, progress)
+    run_info = {run.key: _run_info(plan, run, statuses[run.key]) for run in plan.runs}
     split = plan.eval_split["split"]
     sims = {run.key: run_similarity(plan.run_dir(run), split, device=device) for run in plan.runs}
     report = build_report(plan, sims, run_info)
