@@ -238,3 +238,15 @@ def test_processes_sharing_an_out_root_split_the_runs(tmp_path, monkeypatch):
     assert trained == [r.key for r in others]  # everything else first, in plan order; the first never trained here
     assert statuses[first.key] == "reused" and all(statuses[r.key].startswith("trained") for r in others)
     assert train_missing(plan) == {r.key: "reused" for r in plan.runs}
+
+
+def test_stale_figures_are_removed_from_a_published_table(tmp_path):
+    from temde.reproduce.report import remove_stale_figures
+
+    keep = [tmp_path / "recall_sgr.png", tmp_path / "curves_synthetic_sgr_s0_new.png"]
+    stale = [tmp_path / "curves_synthetic_sgr_s0_old.png", tmp_path / "recall_old_row.png"]
+    other = tmp_path / "notes.txt"
+    for p in [*keep, *stale, other]:
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_figures(tmp_path, keep)) == sorted(stale)
+    assert all(p.exists() for p in [*keep, other]) and not any(p.exists() for p in stale)

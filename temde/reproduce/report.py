@@ -190,7 +190,17 @@ def write_plots(plan: Plan, report: dict[str, Any], fig_dir: Path) -> list[Path]
                 paths.append(plot_training_curves(csv, fig_dir / f"curves_{run.key}.png"))
             except ValueError as err:  # a run without loss/val columns: no curve, not a failure
                 log.warning("no training curves for %s: %s", run.key, err)
+    remove_stale_figures(fig_dir, paths)
     return paths
+
+
+def remove_stale_figures(fig_dir: Path, keep: list[Path]) -> list[Path]:
+    """Delete the figures of rows and runs that are no longer in the table, so the folder matches the md/json."""
+    kept = {p.resolve() for p in keep}
+    stale = [p for pattern in ("recall_*.png", "curves_*.png") for p in fig_dir.glob(pattern) if p.resolve() not in kept]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def _atomic_write(path: Path, text: str) -> None:
