@@ -103,10 +103,12 @@ def build_report(plan: Plan, sims: dict[str, np.ndarray], run_info: dict[str, di
 
 
 def git_commit(repo: Path = REPO) -> str:
+    """HEAD, with ``-dirty`` when tracked files outside ``experiments/`` (what the results are made by) changed."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!experiments"],
+                               cwd=repo,
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
