@@ -8,6 +8,7 @@ checkpoint selection (``val/rsum`` or ``val/r1r5``).
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -170,6 +171,19 @@ class ValidationSchedule(pl.Callback):
             return loop.batch_progress.is_last_batch or (loop.total_batch_idx + 1) % every == 0
 
         loop._should_check_val_fx = should_check_val
+
+
+def count_validations(iterations_per_epoch: int, epochs: int, every_n_steps: int | None) -> int:
+    """How many validations :class:`ValidationSchedule` runs in a whole run (for time estimates).
+
+    One per epoch end, plus one per run-wide multiple of ``every_n_steps`` that is not also an epoch end (a batch
+    that is both validates once).
+    """
+    if every_n_steps is None:
+        return epochs
+    total = iterations_per_epoch * epochs
+    both = math.lcm(every_n_steps, iterations_per_epoch)
+    return epochs + total // every_n_steps - total // both
 
 
 def _ordered(parts: list[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Tensor]:

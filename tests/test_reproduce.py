@@ -85,6 +85,25 @@ def test_estimate_is_iterations_times_epochs_times_step_time():
     assert est["iterations_per_epoch"] == -(-145000 // 128) and est["epochs"] == 40
     assert est["train_hours"] == pytest.approx(est["iterations_per_epoch"] * 40 * 0.5 / 3600)
     assert est["step_source"] == "--step-seconds"
+    assert est["validations"] == 40  # SGRAF: once per epoch
+
+
+@pytest.mark.parametrize("iters, epochs, every", [(1133, 30, 500), (7, 5, 3), (6, 4, 3), (10, 3, 1), (5, 2, None)])
+def test_validation_count_matches_the_schedule_rule(iters, epochs, every):
+    """count_validations vs a brute-force walk over every batch with ValidationSchedule's rule."""
+    from temde.lightning import count_validations
+
+    brute = sum(1 for g in range(1, iters * epochs + 1)
+                if g % iters == 0 or (every is not None and g % every == 0))
+    assert count_validations(iters, epochs, every) == brute
+
+
+def test_vsrn_estimate_counts_the_500_step_validations():
+    plan = build_plan("f30k", "real", rows=["VSRN"])
+    est = estimate_run(plan.runs[0], plan)
+    iters, epochs = est["iterations_per_epoch"], est["epochs"]
+    assert est["validations"] > epochs + (iters * epochs) // 500 - epochs  # at least the non-epoch-end ones
+    assert est["validations"] <= epochs + (iters * epochs) // 500
 
 
 def test_row_metrics_is_the_mean_similarity_ensemble_and_compare_handles_missing_values():

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from temde.data.synthetic.writer import world_version
+from temde.lightning import count_validations
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs"
@@ -210,6 +211,8 @@ def model_family(target: str) -> str:
 def estimate_run(run: RunSpec, plan: Plan, step_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Iterations/epoch x epochs x step time + evaluation pairs / pairs per second (hours, one GPU).
 
+    Validations: one per epoch plus the run-wide every-N-steps ones (VSRN rows: every 500 iterations).
+
     Step time: measured from a finished run of the same experiment when one exists in ``plan.out_root``
     (``train_seconds`` / iterations), else ``--step-seconds``, else the assumed figure in shared.yaml.
     """
@@ -233,11 +236,14 @@ def estimate_run(run: RunSpec, plan: Plan, step_seconds: dict[str, float] | None
     measured = _measured_step_seconds(plan.out_root, run.experiment, iters)
     if measured is not None:
         step, source = measured, "measured (finished run of this experiment)"
-    eval_hours = (val_pairs * epochs + test_pairs) / float(thr["pairs_per_second"]) / 3600
+    every = OmegaConf.select(cfg, "callbacks.validation_schedule.every_n_steps", default=None)
+    validations = count_validations(iters, epochs, None if every is None else int(every))
+    eval_hours = (val_pairs * validations + test_pairs) / float(thr["pairs_per_second"]) / 3600
     train_hours = iters * epochs * step / 3600
     return {"run": run.key, "experiment": run.experiment, "seed": run.seed, "family": family,
             "iterations_per_epoch": iters, "epochs": epochs, "step_seconds": step, "step_source": source,
-            "train_hours": train_hours, "eval_hours": eval_hours, "hours": train_hours + eval_hours}
+            "validations": validations, "train_hours": train_hours, "eval_hours": eval_hours,
+            "hours": train_hours + eval_hours}
 
 
 def _measured_step_seconds(out_root: Path, experiment: str, iters_per_epoch: int) -> float | None:
