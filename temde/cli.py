@@ -12,12 +12,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from temde.data.precomp import DataError
 from temde.errors import EXIT_BAD_INPUT, InputError
 from temde.interrupt import StopRequested
 
 T = TypeVar("T")
-BAD_INPUT = (InputError, DataError, FileNotFoundError)
+BAD_INPUT = (InputError, FileNotFoundError)  # DataError and every other input error subclass InputError
 
 
 def _debug() -> bool:

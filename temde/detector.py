@@ -38,7 +38,7 @@ DEFAULT_DETECTOR_SIZE = 800  # torchvision's min_size: the shorter image side se
 DEFAULT_ROI_IMAGE_SIZE = 448  # feature-map input: 14 x 14 cells at stride 32
 ROI_OUTPUT = 7  # RoI-align grid per box, then averaged (as a res5 head's global pool)
 CANDIDATES = 300  # detections kept by torchvision before our class-agnostic NMS
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet normalisation (weights' transforms)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

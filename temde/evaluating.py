@@ -62,12 +62,14 @@ def evaluate_models(
     for label, spec in test_splits.items():
         split = spec["split"]
         if split not in cache:
-            sims = []
+            sims, images = [], None
             for model, vocab in models:
                 dataset = PrecompDataset(datamodule.root, datamodule.name, split, vocab)
                 tokens, lengths = dataset.caption_tokens()
+                if images is None:  # the same for every ensemble member (only the vocabulary differs)
+                    images = dataset.image_features()
                 # a bar only on a terminal: redirected to a file, tqdm's redraws pile up into one unreadable line
-                sims.append(split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block,
+                sims.append(split_similarity(model, images, tokens, lengths, img_block, txt_block,
                                              batch_size, device, precision, progress=sys.stderr.isatty()))
             cache[split] = ensemble_similarities(sims) if len(sims) > 1 else sims[0]
             if save_dir is not None:

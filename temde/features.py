@@ -35,6 +35,8 @@ from temde.detector import (
     DEFAULT_DETECTOR_SIZE,
     DEFAULT_NMS_IOU,
     DEFAULT_NUM_REGIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     DetectorImages,
     DetectorRegions,
     build_detector,
@@ -42,8 +44,6 @@ from temde.detector import (
 )
 from temde.resumable import OutputError, ResumableArrays, manifest_path, marker_path, partial_path  # noqa: F401
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet normalisation (weights' transforms)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_ARCH = "resnet152"  # VSE++-style grid features, 2048 channels
 DEFAULT_IMAGE_SIZE = 224  # ResNet stride 32 -> a 7 x 7 final map
 DEFAULT_GRID = 7  # 7 x 7 = 49 regions per image
@@ -168,9 +168,7 @@ def build_backbone(
             raise FeatureError("no weights given: pass a checkpoint path, a torchvision weights name, or "
                                "--random-weights (tests only)")
         w = str(weights)
-        looks_like_path = os.sep in w or w.endswith((".pth", ".pt", ".bin")) or Path(w).exists()
-        state = _file_weights(Path(w)) if looks_like_path else _cached_torchvision_weights(arch, w)
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing, unexpected = net.load_state_dict(_weights_state(weights, arch), strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]  # the classifier head is dropped anyway
         if missing or unexpected:
             raise FeatureError(
@@ -180,17 +178,20 @@ def build_backbone(
 
 
 # ---------------------------------------------------------------- extraction with resume
-def boxes_path(out_path: str | Path) -> Path:
-    """``test_ims.npy`` -> ``test_boxes.npy`` (detector mode writes boxes beside the features)."""
+def _beside(out_path: str | Path, suffix: str) -> Path:
     out_path = Path(out_path)
     stem = out_path.name.removesuffix(".npy").removesuffix("_ims")
-    return out_path.with_name(f"{stem}_boxes.npy")
+    return out_path.with_name(f"{stem}_{suffix}.npy")
+
+
+def boxes_path(out_path: str | Path) -> Path:
+    """``test_ims.npy`` -> ``test_boxes.npy`` (detector mode writes boxes beside the features)."""
+    return _beside(out_path, "boxes")
 
 
 def regions_mask_path(out_path: str | Path) -> Path:
-    out_path = Path(out_path)
-    stem = out_path.name.removesuffix(".npy").removesuffix("_ims")
-    return out_path.with_name(f"{stem}_regions_mask.npy")
+    """``test_ims.npy`` -> ``test_regions_mask.npy`` (which detector regions are real, not padding)."""
+    return _beside(out_path, "regions_mask")
 
 
 def _images_digest(paths: Sequence[Path]) -> str:

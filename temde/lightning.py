@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from temde.distributed import gather_eval_parts
 from temde.errors import InputError
 from temde.evaluation import retrieval_metrics
-from temde.optim import clip_grad_norm_per_entry, has_duplicates, make_adam
-from temde.repr import concat_reprs, index_repr, to_device
+from temde.optim import clip_grad_norm_per_entry, has_duplicates, listed_tensors, make_adam
+from temde.repr import to_device
 from temde.retrieval import blocked_similarity
 
 
@@ -103,7 +103,7 @@ class RetrievalLitModule(pl.LightningModule):
         # Total L2 norm over every optimized parameter, every step (official clip_grad_norm_(params, 2.0)).
         if not self.hparams.grad_clip or self.hparams.grad_clip <= 0:
             return
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = listed_tensors(optimizer.param_groups)
         if has_duplicates(params):  # count and scale each list entry, on every device (temde.optim)
             clip_grad_norm_per_entry(params, self.hparams.grad_clip)
         else:
@@ -124,8 +124,9 @@ class RetrievalLitModule(pl.LightningModule):
         if not self._val_parts.get(0) or not self._val_parts.get(1):
             return
         # Under DDP each rank encoded a shard of the dev set: gather all parts, then score blocks split by rank.
-        img = _ordered(gather_eval_parts(self._val_parts[0]))
-        txt = _ordered(gather_eval_parts(self._val_parts[1]))
+        # gather_eval_parts returns one part, de-duplicated and already in dataset order.
+        [(_, img)] = gather_eval_parts(self._val_parts[0])
+        [(_, txt)] = gather_eval_parts(self._val_parts[1])
         sims = blocked_similarity(self.model, img, txt, self.hparams.img_block, self.hparams.txt_block,
                                   device=self.device, progress=False)
         metrics = retrieval_metrics(sims)
@@ -184,11 +185,3 @@ def count_validations(iterations_per_epoch: int, epochs: int, every_n_steps: int
     total = iterations_per_epoch * epochs
     both = math.lcm(every_n_steps, iterations_per_epoch)
     return epochs + total // every_n_steps - total // both
-
-
-def _ordered(parts: list[tuple[Tensor, dict[str, Tensor]]]) -> dict[str, Tensor]:
-    """Concatenate encoded batches and put them back in dataset order."""
-    index = torch.cat([p[0] for p in parts])
-    rep = concat_reprs([p[1] for p in parts])
-    order = torch.argsort(index)
-    return index_repr(rep, order)

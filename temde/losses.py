@@ -96,7 +96,7 @@ class GatheredContrastiveLoss(ContrastiveLoss):
     def forward_reprs(self, similarity: Callable[[Repr, Repr], Tensor], img: Repr, txt: Repr) -> Tensor:
         _, size = world()
         if size == 1:
-            return self(similarity(img, txt))
+            return super().forward_reprs(similarity, img, txt)
         all_img, offset = all_gather_repr(img)
         all_txt, _ = all_gather_repr(txt)
         return contrastive_over_blocks(similarity(img, all_txt), similarity(all_img, txt), offset,

@@ -8,7 +8,8 @@ was written. On a re-run:
 - a final output is reused only if its manifest matches the settings and every file has exactly the size the
   manifest gives (a truncated or foreign file is refused, never extended: numpy's ``r+`` memmap would silently
   zero-fill a short file);
-- partial files continue from the marker when settings and sizes match, and are rebuilt from row 0 otherwise.
+- partial files continue from the marker when settings and sizes match; a truncated or foreign partial file is
+  rebuilt from row 0; other settings are refused (``--overwrite`` starts over).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Process settings applied before any work: the number of CPU threads torch uses.
 
 Why: torch starts one OpenMP thread per core. On a small machine a neighbour process that takes a core makes the
-threads wait on each other (a 2-minute CPU training took 37 minutes under load; one thread took 4). ``threads:
-auto`` picks one thread on a machine with at most two cores or when the load average says the cores are busy.
+threads wait on each other (the previous release's two threads fell to 0.44 it/s beside a neighbour; with one
+thread `make train` takes 4 min 14 s beside a CPU-bound neighbour vs 4 min 9 s idle, README). ``threads: auto``
+picks one thread on a machine with at most two cores or when the load average says the cores are busy.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ import yaml
 from temde.tracking import wandb_logged_in
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEPS_DIR = REPO / "sweeps"  # wandb sweep files; outside configs/ (they are not a Hydra config group)
 HPARAMS_DIR = REPO / "configs" / "hparams_search"
 
 

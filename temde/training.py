@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from temde.checkpoint import build_model, load_model, read_resume_checkpoint, save_model
+from temde.checkpoint import atomic_torch_save, build_model, load_model, read_resume_checkpoint, save_model
 from temde.data.validate import check_split, validate_run_inputs
 from temde.errors import InputError
 from temde.evaluating import evaluate_models, resolve_device, write_metrics
@@ -78,13 +78,12 @@ def bind_run(cfg: DictConfig, out_dir: Path, experiment: str | None) -> DictConf
     return cfg
 
 
-def _resume_point(ckpt_path: str) -> tuple[int, int]:
-    """(first epoch, first global step) a resume from ``ckpt_path`` trains."""
+def _resume_point(path: Path, meta: dict[str, Any]) -> tuple[int, int]:
+    """(first epoch, first global step) a resume from the checkpoint at ``path`` (its ``meta``) trains."""
     try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["epoch"]) + 1, int(state["global_step"])
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same bad input
-        raise InputError(ckpt_path, f"a readable Lightning checkpoint to resume from ({err})") from err
+        return int(meta["epoch"]) + 1, int(meta["global_step"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(path, f"a readable Lightning checkpoint to resume from (no epoch/global_step: {err})") from err
 
 
 def _carry_over(ckpt_path: Path, source: Path, out_dir: Path) -> Path:
@@ -108,9 +107,7 @@ def _carry_over(ckpt_path: Path, source: Path, out_dir: Path) -> Path:
     state["callbacks"] = {k: remap(v) for k, v in state.get("callbacks", {}).items()}
     target = out_dir / "checkpoints" / ckpt_path.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(target)
+    atomic_torch_save(state, target)
     return target
 
 
@@ -121,8 +118,8 @@ def prepare_resume(ckpt_path: str | None, out_dir: Path) -> tuple[str | None, tu
     path = Path(ckpt_path)
     if not path.is_file():
         raise InputError(path, "a checkpoint to resume from (<run>/checkpoints/last.ckpt)")
-    read_resume_checkpoint(path)  # allow-listed model + Lightning layout, read with weights_only
-    resume_at = _resume_point(str(path))
+    # allow-listed model + Lightning layout, read with weights_only; its meta says where the run stopped
+    resume_at = _resume_point(path, read_resume_checkpoint(path)["meta"])
     source = checkpoint_run_dir(path)
     if source is not None and source.resolve() != out_dir.resolve():
         log.info("resuming %s into %s: copying its history and checkpoints", source, out_dir)

@@ -119,9 +119,7 @@ def test_publishable_flag_and_atomic_json(tmp_path):
 
 
 def test_bench_gpu_smoke(tmp_path):
-    started = time.monotonic()
     result = gpu.main(["--smoke", "--out-dir", str(tmp_path)])
-    assert time.monotonic() - started < 60
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and files[0].endswith("_smoke.json") and files[1].endswith("_smoke.md")
     saved = json.loads((tmp_path / files[0]).read_text())

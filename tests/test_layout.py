@@ -10,11 +10,7 @@ from tests.conftest import REPO
 MAX_LINES = 400
 SOURCES = sorted([*(REPO / "temde").rglob("*.py"), *(REPO / "scripts").rglob("*.py")])
 ONE_HOME = ("CAPTIONS_PER_IMAGE", "RECALL_KS", "RECALL_KEYS", "NORM_EPS", "EMBED_INIT_RANGE",
-            "l2norm", "masked_mean", "lengths_to_mask")
-
-# Being split or deduplicated by their owners (issue 11); an entry that is fixed fails the test, so lists shrink.
-PENDING_LONG_FILES: set[str] = set()
-PENDING_DUPLICATES: set[str] = set()
+            "l2norm", "l1norm", "masked_mean", "lengths_to_mask", "IMAGENET_MEAN", "IMAGENET_STD")
 
 
 def _definitions(path: Path) -> set[str]:
@@ -32,16 +28,14 @@ def _definitions(path: Path) -> set[str]:
 def test_no_file_under_temde_is_over_400_lines():
     long = {str(p.relative_to(REPO)) for p in (REPO / "temde").rglob("*.py")
             if len(p.read_text().splitlines()) > MAX_LINES}
-    assert long <= PENDING_LONG_FILES, f"over {MAX_LINES} lines: {sorted(long - PENDING_LONG_FILES)}"
-    assert not PENDING_LONG_FILES - long, f"now short, drop from PENDING_LONG_FILES: {PENDING_LONG_FILES - long}"
+    assert not long, f"over {MAX_LINES} lines: {sorted(long)}"
 
 
 def test_each_shared_constant_and_helper_has_one_home():
     homes = {name: [str(p.relative_to(REPO)) for p in SOURCES if name in _definitions(p)] for name in ONE_HOME}
     duplicated = {name for name, files in homes.items() if len(files) > 1}
     assert all(homes.values()), f"not defined anywhere: {[n for n, f in homes.items() if not f]}"
-    assert duplicated <= PENDING_DUPLICATES, {n: homes[n] for n in duplicated - PENDING_DUPLICATES}
-    assert not PENDING_DUPLICATES - duplicated, f"fixed, drop from PENDING_DUPLICATES: {PENDING_DUPLICATES - duplicated}"
+    assert not duplicated, {n: homes[n] for n in duplicated}
 
 
 def test_readme_module_table_lists_every_module():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -134,9 +134,7 @@ class Sweep:
     batch: int
     tokens: list[int]
     fit_from: int  # the exponent is fitted on T >= fit_from
-    cases: tuple[str, ...] = ("temde", "sa_text", "mhsa")
-    repeats: int = 3
-    extra: dict = field(default_factory=dict)
+    cases: tuple[str, ...] = ("temde", "sa_text", "mhsa")  # timed rounds: --sweep-repeats
 
 
 SWEEPS = [

@@ -15,32 +15,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from temde.bench.cases import PAPER_REGIONS
+from temde.data.synthetic import SyntheticSpec, write_synthetic_dataset
 from temde.modules.pooling import MeanPool
 from temde.modules.temde import TEMDE
 
 
 def synthetic_tokens(n_images: int, dim: int) -> tuple[Tensor, str]:
-    """(n_images, 36, dim) l2-normalized region features; from temde.data.synthetic when available."""
+    """(n_images, 36, dim) l2-normalized region features from the synthetic world's train regions."""
     torch.manual_seed(0)
-    try:
-        from temde.data.synthetic import SyntheticSpec, write_synthetic_dataset
-
-        with tempfile.TemporaryDirectory() as tmp:
-            spec = SyntheticSpec(n_train=n_images, n_dev=2, n_test=2, n_testall=2)
-            ims = torch.from_numpy(np.load(write_synthetic_dataset(tmp, spec=spec, progress=False) / "train_ims.npy"))
-        fc = nn.Linear(ims.shape[-1], dim)
-        nn.init.xavier_uniform_(fc.weight)
-        nn.init.zeros_(fc.bias)
-        with torch.no_grad():
-            x = nn.functional.normalize(fc(ims), dim=-1)
-        return x, (f"temde.data.synthetic train regions (SyntheticSpec defaults, n_train={n_images}) -> Xavier "
-                   f"Linear(2048->{dim}) -> l2norm")
-    except ImportError:
-        centers = torch.randn(50, dim)
-        which = torch.randint(0, 50, (n_images, PAPER_REGIONS))
-        x = centers[which] + 0.7 * torch.randn(n_images, PAPER_REGIONS, dim)
-        return nn.functional.normalize(x, dim=-1), "clustered Gaussian features (temde.data.synthetic missing)"
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = SyntheticSpec(n_train=n_images, n_dev=2, n_test=2, n_testall=2)
+        ims = torch.from_numpy(np.load(write_synthetic_dataset(tmp, spec=spec, progress=False) / "train_ims.npy"))
+    fc = nn.Linear(ims.shape[-1], dim)
+    nn.init.xavier_uniform_(fc.weight)
+    nn.init.zeros_(fc.bias)
+    with torch.no_grad():
+        x = nn.functional.normalize(fc(ims), dim=-1)
+    return x, (f"temde.data.synthetic train regions (SyntheticSpec defaults, n_train={n_images}) -> Xavier "
+               f"Linear(2048->{dim}) -> l2norm")
 
 
 def bench_entropy(dim: int, n_images: int = 256, scales: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)) -> dict:

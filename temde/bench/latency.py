@@ -10,7 +10,7 @@ What is measured (all numbers are medians of repeated runs after warm-up):
 * ``paper``: the paper's shapes, batch 128, D = 1024: an *image* row (36 regions, all valid) and a *text*
   row (caption lengths drawn uniformly in 8..40, padded to 40). Forward = eval mode under
   ``torch.inference_mode``; forward+backward = train mode, gradients w.r.t. the parameters and the input.
-* ``sweep_d1024``: T = 16 .. 512 at D = 1024 (smaller batch); ``sweep_d128``: T = 64 .. 4096 at D = 128, where
+* ``sweep_d1024``: T = 16 .. 512 at D = 1024 (smaller batch); ``sweep_d128``: T = 64 .. 2048 at D = 128, where
   the T^2 term of token-token attention dominates its T*D^2 projections. A log-log slope is fitted over
   the large-T points of each sweep (1 = linear, 2 = quadratic).
 * ``entropy``: per-depth entropy of the default T-EMDE sketches of synthetic-dataset regions (the
@@ -264,11 +264,15 @@ def run_rows(device: torch.device, dtype: torch.dtype, args: argparse.Namespace,
         raise SystemExit(f"{path} does not exist: run the full benchmark once before --rows")
     result = json.loads(path.read_text())
     CLOCK["name"] = result["protocol"]["clock"]
+    load_before = load_average()
     with tqdm(total=sum(len(r.cases) * 2 * args.repeats for r in rows), desc="latency rows", unit="run") as bar:
         measured = bench_paper(device, dtype, args.warmup, args.repeats, bar, rows)
-    load = load_average()
-    for row in measured.values():
-        row["measured"] = {"threads": torch.get_num_threads(), "repeats": args.repeats, "load_average": load}
+    load_after = load_average()
+    threads = torch.get_num_threads()
+    for row in measured.values():  # the file's top-level load fields describe the full run, not these rows
+        row["measured"] = {"threads": threads, "repeats": args.repeats, "load_average_before": load_before,
+                           "load_average_after": load_after,
+                           "publishable": publishable(load_before, load_after, device.type, threads)}
     result["paper"].update(measured)
     result["cases"] = {k: c.note for k, c in CASES.items()}
     write_json(path, result)

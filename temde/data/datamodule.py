@@ -63,10 +63,14 @@ class PrecompDataModule(pl.LightningDataModule):
         # A pretrained model's own tokenizer (text_encoder=transformer) replaces the SCAN vocabulary.
         self.tokenizer = tokenizer
         self._vocab: Vocabulary | HFTokenizer | None = None
+        self._prepared = False
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None:
+        """Generate (or check the manifest of) the synthetic dataset, once per process: a run reaches this from
+        the vocabulary, the input check and Lightning's fit, and each check re-hashes ~0.8 GB."""
+        if self.synthetic is not None and not self._prepared:
             ensure_synthetic_dataset(self.root, self.name, self.synthetic)
+        self._prepared = True
 
     @property
     def vocab(self) -> Vocabulary | HFTokenizer:

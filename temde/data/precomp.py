@@ -71,6 +71,19 @@ def load_captions(path: Path) -> list[bytes]:
     return captions
 
 
+def captions_per_row(n_rows: int, n_caps: int, images_path: Path, captions_path: Path) -> int:
+    """The official ``im_div``: 1 (one feature row per caption) when the counts are equal, else 5 (one row per
+    image), which needs exactly 5 captions per row. The one home of the rule (loader and up-front check)."""
+    if n_rows == n_caps:
+        return 1
+    if n_caps != CAPTIONS_PER_IMAGE * n_rows:
+        raise DataError(
+            captions_path, f"{n_caps} captions but {images_path} has {n_rows} feature rows; "
+            f"expected {CAPTIONS_PER_IMAGE} captions per row ({CAPTIONS_PER_IMAGE * n_rows}) or one row per caption"
+        )
+    return CAPTIONS_PER_IMAGE
+
+
 class PrecompDataset(Dataset):
     """One split of a SCAN precomp dataset, indexed by caption."""
 
@@ -90,15 +103,8 @@ class PrecompDataset(Dataset):
         self.captions_path = self.dir / f"{split}_caps.txt"
         self.features = load_features(self.images_path)
         captions = load_captions(self.captions_path)
-        n_rows, n_caps = len(self.features), len(captions)
-        # One row per caption when the counts are equal, else one row per image (official im_div rule).
-        self.im_div = 1 if n_rows == n_caps else CAPTIONS_PER_IMAGE
-        if self.im_div == CAPTIONS_PER_IMAGE and n_caps != CAPTIONS_PER_IMAGE * n_rows:
-            raise DataError(
-                self.captions_path, f"{n_caps} captions but {self.images_path} has {n_rows} feature rows; "
-                f"expected {CAPTIONS_PER_IMAGE} captions per row ({CAPTIONS_PER_IMAGE * n_rows}) "
-                "or one row per caption"
-            )
+        n_rows = len(self.features)
+        self.im_div = captions_per_row(n_rows, len(captions), self.images_path, self.captions_path)
         if self.im_div == 1:
             check_repeated_rows(self.features, self.images_path, groups=sample_groups(n_rows))
         if max_captions is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from temde.data.precomp import (
     CAPTIONS_PER_IMAGE,
+    captions_per_row,
     DataError,
     check_dir,
     check_repeated_rows,
@@ -84,16 +85,10 @@ def check_split(root: str | Path, name: str, split: str, values: bool = True) ->
     if n_caps % CAPTIONS_PER_IMAGE:
         raise DataError(captions_path, f"{n_caps} captions is not a multiple of {CAPTIONS_PER_IMAGE}; expected "
                                        f"{CAPTIONS_PER_IMAGE} consecutive captions per image")
-    if n_caps == n_rows:
-        layout = "per-caption"
-        if values:
-            check_repeated_rows(features, images_path)
-    elif n_caps == CAPTIONS_PER_IMAGE * n_rows:
-        layout = "per-image"
-    else:
-        raise DataError(captions_path, f"{n_caps} captions but {images_path} has {n_rows} feature rows; expected "
-                                       f"{CAPTIONS_PER_IMAGE * n_rows} ({CAPTIONS_PER_IMAGE} per row) or {n_rows} "
-                                       "(one row per caption)")
+    per_caption = captions_per_row(n_rows, n_caps, images_path, captions_path) == 1
+    layout = "per-caption" if per_caption else "per-image"
+    if per_caption and values:
+        check_repeated_rows(features, images_path)
     if values:
         check_finite(features, images_path)
     return SplitInfo(split, images_path, captions_path, n_rows, int(features.shape[1]), int(features.shape[2]),

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel
 
-from temde.modules.norms import l2norm
+from temde.modules.norms import l2norm, lengths_to_mask
 from temde.pretrained import resolve_pretrained
 
 TEXT_ENCODERS = ("bigru", "transformer")
@@ -51,7 +51,7 @@ class TransformerTextEncoder(nn.Module):
         if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > tokens.shape[1]):
             raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}], got {lengths.tolist()}")
         width = int(lengths.max()) if lengths.numel() else tokens.shape[1]
-        mask = torch.arange(width, device=tokens.device)[None, :] < lengths[:, None]
+        mask = lengths_to_mask(lengths, width)
         ids = tokens[:, :width].masked_fill(~mask, self.pad_id)
         states = self.transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         out = self.proj(states)

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from temde.data.synthetic.writer import world_version
 from temde.lightning import count_validations
@@ -178,29 +178,14 @@ def is_finished(run_dir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- composing / estimating
-def compose_run_config(run: RunSpec, run_dir: Path | None = None, hydra_config: bool = False):
+@functools.lru_cache(maxsize=256)
+def compose_run_config(run: RunSpec):
     """The composed training config of a run (validates the experiment and every override).
 
-    Without ``hydra_config`` the result is cached per run (planning, estimates and evaluation all read it;
-    treat it as read-only).
+    Cached per run: planning, estimates, training in-process and evaluation all read it; treat it as read-only.
     """
-    if not hydra_config:
-        return _cached_config(run)
-    return _compose(run, run_dir, hydra_config)
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_config(run: RunSpec):
-    return _compose(run, None, False)
-
-
-def _compose(run: RunSpec, run_dir: Path | None, hydra_config: bool):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=run.train_overrides(), return_hydra_config=hydra_config)
-    if run_dir is not None and hydra_config:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-    return cfg
+        return compose(config_name="train", overrides=run.train_overrides())
 
 
 def model_family(target: str) -> str:

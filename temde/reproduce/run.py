@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from temde.checkpoint import load_model
+from temde.checkpoint import checkpoint_vocabulary, load_model
 from temde.data.precomp import PrecompDataset
 from temde.data.vocab import Vocabulary
 from temde.evaluating import resolve_device
@@ -34,7 +34,7 @@ from temde.training import train
 log = logging.getLogger(__name__)
 
 
-def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess", env: dict[str, str] | None = None) -> None:
+def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess") -> None:
     """Train one run into ``run_dir`` (``subprocess``: ``python -m temde.train``; ``inprocess``: same config,
     this interpreter, no start-up cost)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def train_run(run: RunSpec, run_dir: Path, launcher: str = "subprocess", env: di
     if launcher == "subprocess":
         cmd = [sys.executable, "-m", "temde.train", *run.train_overrides(), f"hydra.run.dir={run_dir}"]
         log.info("train: %s", " ".join(cmd))
-        proc = subprocess.run(cmd, env={**os.environ, **(env or {})})  # cwd kept: data.root may be relative
+        proc = subprocess.run(cmd)  # cwd kept: data.root may be relative
         if proc.returncode != 0:
             raise RuntimeError(f"training {run.label} failed (exit {proc.returncode}); log: {run_dir}/train.log")
     elif launcher == "inprocess":
@@ -72,8 +72,9 @@ def run_similarity(run_dir: Path, split: str, img_block: int | None = None, txt_
     if cache.is_file():
         return np.load(cache)
     info = json.loads((run_dir / "reproduce_data.json").read_text())
-    model, payload = load_model(run_dir / "model_best.ckpt")
-    dataset = PrecompDataset(Path(info["root"]), info["name"], split, Vocabulary(payload["word2idx"]))
+    ckpt = run_dir / "model_best.ckpt"
+    model, payload = load_model(ckpt)
+    dataset = PrecompDataset(Path(info["root"]), info["name"], split, Vocabulary(checkpoint_vocabulary(ckpt, payload)))
     tokens, lengths = dataset.caption_tokens()
     sims = split_similarity(model, dataset.image_features(), tokens, lengths, img_block, txt_block, batch_size,
                             resolve_device(device))

@@ -8,6 +8,7 @@ groups are mentioned in the same way: "a red dog and a blue cat" / "a blue dog a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,11 @@ RELATIONS = {"x": (("to the left of", "left of", "on the left of"), ("to the rig
 SCENE_PREPS = ("on the", "in the", "at the")
 _IRREGULAR = {"man": "men", "woman": "women", "child": "children", "gentleman": "gentlemen", "sheep": "sheep",
               "calf": "calves", "scarf": "scarves", "lass": "lasses"}
+
+
+def caption_words(text: str) -> list[str]:
+    """The lower-case words of a caption, punctuation dropped: what twin and keyword probes compare."""
+    return re.findall(r"[a-z]+", text.lower())
 
 
 def plural(noun: str) -> str:

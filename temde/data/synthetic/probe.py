@@ -10,11 +10,9 @@ relations and everything visual, so a trained model can beat it.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from temde.data.synthetic.captions import plural
+from temde.data.synthetic.captions import caption_words, plural
 from temde.data.synthetic.world import CLASSES, COLORS, SCENES
 
 _CLASS_OF = {w: c for c, names in enumerate(CLASSES) for n in names for w in (n, plural(n))}
@@ -23,17 +21,26 @@ _SCENE_OF = {w: s for s, names in enumerate(SCENES) for w in names}
 
 
 def keyword_scores(world: list[dict], captions: list[str], tie_break_seed: int = 0) -> np.ndarray:
-    """(images, captions) keyword-match scores; ties are broken by a tiny seeded random term."""
-    images = [({g["class"] for g in m["groups"]}, {g["color"] for g in m["groups"]},
-               {(g["class"], g["color"]) for g in m["groups"]}, m["scene"]) for m in world]
-    scores = np.zeros((len(world), len(captions)))
+    """(images, captions) keyword-match scores; ties are broken by a tiny seeded random term.
+
+    Computed as (image indicators) @ (caption word counts).T per kind of keyword, one matrix product each.
+    """
+    n_cls, n_col, n_scene = len(CLASSES), len(COLORS), len(SCENES)
+    sizes = (n_cls, n_col, n_cls * n_col, n_scene)  # classes, colours, (class, colour) pairs, scenes
+    has = [np.zeros((len(world), n)) for n in sizes]
+    for i, m in enumerate(world):
+        for g in m["groups"]:
+            has[0][i, g["class"]] = has[1][i, g["color"]] = has[2][i, g["class"] * n_col + g["color"]] = 1
+        has[3][i, m["scene"]] = 1
+    said = [np.zeros((len(captions), n)) for n in sizes]
     for j, text in enumerate(captions):
-        words = re.findall(r"[a-z]+", text.lower())
-        classes = [_CLASS_OF[w] for w in words if w in _CLASS_OF]
-        colours = [_COLOR_OF[w] for w in words if w in _COLOR_OF]
-        bound = [(_CLASS_OF[b], _COLOR_OF[a]) for a, b in zip(words, words[1:]) if a in _COLOR_OF and b in _CLASS_OF]
-        scenes = [_SCENE_OF[w] for w in words if w in _SCENE_OF]
-        for i, (has_cls, has_col, has_pair, scene) in enumerate(images):
-            scores[i, j] = (sum(c in has_cls for c in classes) + sum(c in has_col for c in colours)
-                            + sum(p in has_pair for p in bound) + sum(s == scene for s in scenes))
+        words = caption_words(text)
+        for w in words:
+            for table, counts in ((_CLASS_OF, said[0]), (_COLOR_OF, said[1]), (_SCENE_OF, said[3])):
+                if w in table:
+                    counts[j, table[w]] += 1
+        for a, b in zip(words, words[1:]):
+            if a in _COLOR_OF and b in _CLASS_OF:
+                said[2][j, _CLASS_OF[b] * n_col + _COLOR_OF[a]] += 1
+    scores = sum(h @ c.T for h, c in zip(has, said))
     return scores + 1e-3 * np.random.default_rng(tie_break_seed).random(scores.shape)

@@ -8,19 +8,19 @@ higher on its own image than on the twin. Mean pooling cannot do better than cha
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from temde.data.precomp import CAPTIONS_PER_IMAGE
+from temde.data.synthetic.captions import caption_words
 
 
 def twin_caption_pairs(world: list[dict], captions: list[str]) -> dict[str, list[tuple[int, int, int, int]]]:
     """{kind: [(image a, caption of a, image b, caption of b)]}: captions with the same words, twin images."""
     def words(i: int) -> Counter:
-        return Counter(re.findall(r"[a-z]+", captions[i].lower()))
+        return Counter(caption_words(captions[i]))
 
     pairs: dict[str, list[tuple[int, int, int, int]]] = {"binding": [], "relation": []}
     for b, meta in enumerate(world):
